@@ -1,0 +1,24 @@
+//! patchpanda-shared: what two or more PatchPanda Gateway functions use.
+//!
+//! The runtime turns Cloud Run requests into typed events for `tower::Service`
+//! handlers; the backends (secrets, KMS, bus) each sit behind one trait with a
+//! local and a gcp implementation, chosen once at start by [`backends`].
+
+pub mod audit_log;
+pub mod auth;
+pub mod backends;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod github;
+pub mod kms;
+pub mod local;
+pub mod names;
+pub mod notice;
+pub mod runtime;
+pub mod secret_value;
+pub mod secrets;
+pub mod telemetry;
+
+pub use error::{Error, Result};
+pub use secret_value::SecretValue;
