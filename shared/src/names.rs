@@ -30,6 +30,17 @@ pub const PRINCIPAL_WEBHOOK_INGEST: &str = "webhook-ingest@patchpanda.local";
 pub const PRINCIPAL_ROTATION_WORKER: &str = "rotation-worker@patchpanda.local";
 pub const PRINCIPAL_AUDIT_ALERTER: &str = "audit-alerter@patchpanda.local";
 pub const PRINCIPAL_OPERATOR_DEFAULT: &str = "operator@patchpanda.local";
+/// Who the local bus signs push tokens as (Pub/Sub's push service account).
+pub const PRINCIPAL_PUSH: &str = "pubsub-push@patchpanda.local";
+/// Who the local scheduler signs its calls as (Cloud Scheduler's account).
+pub const PRINCIPAL_SCHEDULER: &str = "scheduler@patchpanda.local";
+/// The `iss` of tokens minted by the local OIDC issuer.
+pub const LOCAL_ISSUER: &str = "https://issuer.patchpanda.local";
+
+/// Annotation the rotation worker sets on a secret: until when (RFC 3339) the
+/// `previous` version stays valid. Readers honour it even before
+/// `/tasks/finish` disables the version.
+pub const ANNOTATION_PREVIOUS_VALID_UNTIL: &str = "patchpanda-previous-valid-until";
 
 /// Secret Manager id of a logical secret name, e.g. `patchpanda-webhook-secret`.
 pub fn secret_id(prefix: &str, logical: &str) -> String {
