@@ -1,0 +1,82 @@
+# Cloud Scheduler jobs (DESIGN.md: redelivery sweep every 10 min when a
+# GitHub App is configured, /tasks/finish hourly, rotation due-check daily).
+# Each call carries an OIDC token of the scheduler account with the service's
+# audience (local.audiences); delivery is at-least-once and the handlers key
+# their idempotency on X-CloudScheduler-JobName + ScheduleTime.
+
+locals {
+  all_scheduler_jobs = merge(
+    {
+      "redeliver" = {
+        description = "Ask GitHub to redeliver the App's failed webhook deliveries."
+        schedule    = "*/10 * * * *"
+        service     = "webhook-ingest"
+        path        = "/tasks/redeliver"
+        body        = jsonencode({})
+        # The next run is 10 minutes away: retrying would only overlap it.
+        retries  = 0
+        deadline = "300s"
+      }
+    },
+    {
+      "finish" = {
+        description = "End rotation grace periods: disable `previous`, destroy disabled versions past retention."
+        schedule    = "0 * * * *"
+        service     = "rotation-worker"
+        path        = "/tasks/finish"
+        body        = jsonencode({})
+        retries     = 3
+        deadline    = "600s"
+      }
+    },
+    {
+      for s in var.rotation_due_check_secrets : "rotate-${s}" => {
+        description = "Daily rotation due-check of ${s}."
+        schedule    = var.rotation_due_check_schedule
+        service     = "rotation-worker"
+        path        = "/rotate"
+        body        = jsonencode({ secret = s, emergency = false })
+        retries     = 3
+        deadline    = "600s"
+      }
+    },
+  )
+  # The sweep needs the App (its JWT lists the deliveries).
+  scheduler_jobs = { for k, v in local.all_scheduler_jobs : k => v if k != "redeliver" || var.github_app_id != "" }
+}
+
+resource "google_cloud_scheduler_job" "job" {
+  for_each         = local.scheduler_jobs
+  project          = var.project
+  region           = var.region
+  name             = "patchpanda-${each.key}"
+  description      = each.value.description
+  schedule         = each.value.schedule
+  time_zone        = "Etc/UTC"
+  attempt_deadline = each.value.deadline
+
+  retry_config {
+    retry_count          = each.value.retries
+    min_backoff_duration = "10s"
+    max_backoff_duration = "300s"
+    max_doublings        = 3
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = "${google_cloud_run_v2_service.fn[each.value.service].uri}${each.value.path}"
+    # Without an explicit type Scheduler sends application/octet-stream.
+    headers = { "Content-Type" = "application/json" }
+    body    = base64encode(each.value.body)
+
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = local.audiences[each.value.service]
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_cloud_run_v2_service_iam_member.private_invoker,
+  ]
+}

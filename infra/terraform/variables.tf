@@ -1,0 +1,245 @@
+variable "project" {
+  description = "Project id to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of Cloud Run, Cloud Scheduler, the KMS key ring and the secret replicas. The CMEK key must live where the replicas do, so one value drives all of them."
+  type        = string
+  default     = "us-central1"
+}
+
+# ---------------------------------------------------------------- images
+
+variable "image_registry" {
+  description = "Registry path the images live under, e.g. us-central1-docker.pkg.dev/PROJECT/patchpanda. Empty = the Artifact Registry repository this module creates."
+  type        = string
+  default     = ""
+}
+
+variable "image_tag" {
+  description = "Tag of the images to run, e.g. the git commit SHA they were built from. The repository this module creates has immutable tags, so a tag always names one image (and `latest` can be pushed only once)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag))
+    error_message = "image_tag must be a Docker tag (letters, digits, _ . -; at most 128 characters)."
+  }
+}
+
+variable "images" {
+  description = "Full image references per function, overriding image_registry/image_tag, e.g. { webhook-ingest = \"...@sha256:...\" }."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.images) : contains(["webhook-ingest", "rotation-worker", "audit-alerter"], k)])
+    error_message = "images keys must be webhook-ingest, rotation-worker or audit-alerter."
+  }
+}
+
+# ---------------------------------------------------------------- GitHub App
+
+variable "github_app_id" {
+  description = "The GitHub App's numeric id (or client id Iv...). Empty disables the redelivery sweep."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.github_app_id == "" || can(regex("^([0-9]+|Iv[A-Za-z0-9.]+)$", var.github_app_id))
+    error_message = "github_app_id must be the App's numeric id or its client id (Iv...)."
+  }
+}
+
+variable "github_api_url" {
+  description = "GitHub REST base URL (GitHub Enterprise Server: https://HOST/api/v3)."
+  type        = string
+  default     = "https://api.github.com"
+}
+
+variable "enable_oidc_client_secret" {
+  description = "Create the optional patchpanda-oidc-client-secret secret."
+  type        = bool
+  default     = false
+}
+
+# ---------------------------------------------------------------- services
+
+variable "webhook_min_instances" {
+  description = "Warm instances of webhook-ingest. 1 keeps GitHub's 10 s delivery timeout far from any cold start; 0 saves money."
+  type        = number
+  default     = 1
+}
+
+variable "max_instances" {
+  description = "Upper bound of instances for webhook-ingest and audit-alerter."
+  type        = number
+  default     = 10
+}
+
+variable "private_ingress" {
+  description = "Ingress of rotation-worker and audit-alerter. INGRESS_TRAFFIC_INTERNAL_ONLY still admits Pub/Sub push and Cloud Scheduler of this project, but blocks operators calling /rotate or `patchpanda health` from outside Google's network; IAM (run.invoker) and in-process OIDC checks gate both settings."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.private_ingress)
+    error_message = "private_ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "operator_members" {
+  description = "IAM members (user:..., group:..., serviceAccount:...) allowed to call the private services, e.g. `patchpanda rotate` with an OIDC token. Their emails are also added to PATCHPANDA_PUSH_SERVICE_ACCOUNTS (groups cannot be, so list users or service accounts)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.operator_members : can(regex("^(user|serviceAccount|group):[^@]+@[^@]+$", m))])
+    error_message = "operator_members entries look like user:alice@example.com or serviceAccount:ci@PROJECT.iam.gserviceaccount.com."
+  }
+}
+
+variable "extra_reader_principals" {
+  description = "Emails besides the functions' own that may read secret values without an alert (PATCHPANDA_READER_PRINCIPALS)."
+  type        = list(string)
+  default     = []
+}
+
+variable "extra_rotator_principals" {
+  description = "Emails besides the rotation-worker's that may change versions and aliases without an alert (PATCHPANDA_ROTATOR_PRINCIPALS)."
+  type        = list(string)
+  default     = []
+}
+
+variable "rotation_grace" {
+  description = "PATCHPANDA_ROTATION_GRACE: how long `previous` stays valid after a rotation."
+  type        = string
+  default     = "1h"
+}
+
+variable "ordering" {
+  description = "PATCHPANDA_ORDERING: `repository` publishes GitHub events with an ordering key, `off` does not."
+  type        = string
+  default     = "off"
+
+  validation {
+    condition     = contains(["off", "repository"], var.ordering)
+    error_message = "ordering must be off or repository."
+  }
+}
+
+variable "debug" {
+  description = "DEBUG=true on every function (readable, verbose logs)."
+  type        = bool
+  default     = false
+}
+
+variable "deletion_protection" {
+  description = "Cloud Run deletion protection. Set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels added to every labelable resource."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------- rotation
+
+variable "secret_rotation_periods" {
+  description = "Secret Manager rotation period per logical secret (seconds, >= 3600s). At each period Secret Manager publishes SECRET_ROTATE to patchpanda-secret-events, which is pushed to rotation-worker."
+  type        = map(string)
+  default = {
+    "webhook-secret"     = "7776000s"  # 90 days
+    "github-private-key" = "31536000s" # 365 days: a human uploads the new key, the worker reminds
+    "oidc-client-secret" = "15552000s" # 180 days
+  }
+
+  validation {
+    condition     = alltrue([for p in values(var.secret_rotation_periods) : can(regex("^[0-9]+s$", p)) && try(tonumber(trimsuffix(p, "s")) >= 3600, false)])
+    error_message = "Each rotation period is a number of seconds like \"7776000s\", at least 3600s."
+  }
+}
+
+variable "rotation_due_check_schedule" {
+  description = "Cron (UTC) of the daily rotation due-check job."
+  type        = string
+  default     = "17 3 * * *"
+}
+
+variable "rotation_due_check_secrets" {
+  description = "Logical secrets the daily due-check job posts to rotation-worker /rotate ({\"secret\": NAME, \"emergency\": false}); one job per secret."
+  type        = list(string)
+  default     = ["webhook-secret"]
+}
+
+variable "kms_rotation_period" {
+  description = "Automatic rotation period of the Cloud KMS keys (CIS asks for <= 90 days)."
+  type        = string
+  default     = "7776000s"
+}
+
+variable "kms_protection_level" {
+  description = "SOFTWARE or HSM."
+  type        = string
+  default     = "SOFTWARE"
+
+  validation {
+    condition     = contains(["SOFTWARE", "HSM"], var.kms_protection_level)
+    error_message = "kms_protection_level must be SOFTWARE or HSM."
+  }
+}
+
+# ---------------------------------------------------------------- Pub/Sub
+
+variable "github_events_push_endpoints" {
+  description = "Extra HTTPS endpoints that patchpanda-github-events is pushed to (with the push service account's OIDC token); the pull subscription patchpanda-github-events-pull always exists."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for u in var.github_events_push_endpoints : startswith(u, "https://")])
+    error_message = "Push endpoints must be https:// URLs."
+  }
+}
+
+variable "enable_iam_data_access_logs" {
+  description = "Also turn on Data Access logs for iam.googleapis.com, which is the only way to log token minting (iamcredentials GenerateAccessToken / SignJwt). Off by default: project-wide IAM data access logs are voluminous, and the audit config is authoritative for the service."
+  type        = bool
+  default     = false
+}
+
+# ---------------------------------------------------------------- alert sinks
+
+variable "alert_slack_webhook_url" {
+  description = "Slack incoming-webhook URL. Stored in Secret Manager (write-only: never in state) and mounted as PATCHPANDA_ALERT_SLACK_WEBHOOK_URL. Empty = no Slack."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "alert_pagerduty_routing_key" {
+  description = "PagerDuty Events v2 routing key. Stored in Secret Manager (write-only) and mounted as PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY. Empty = no PagerDuty."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "alert_secrets_version" {
+  description = "Bump to push new values of alert_slack_webhook_url / alert_pagerduty_routing_key: write-only values cannot be diffed, so this number is what Terraform sees change."
+  type        = number
+  default     = 1
+}
+
+variable "alert_webhook_url" {
+  description = "Generic alert webhook URL (PATCHPANDA_ALERT_WEBHOOK_URL), a plain env var: it must not embed a credential; put one in the receiver's own auth instead."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_webhook_url == "" || startswith(var.alert_webhook_url, "https://")
+    error_message = "alert_webhook_url must be an https:// URL."
+  }
+}
