@@ -1,0 +1,325 @@
+//! What differs between the secrets: how a new value is made (generated or
+//! uploaded by a person), where it is applied, and how it is proven to work.
+//! One file per kind; this module dispatches.
+
+pub mod github_private_key;
+pub mod kms_key;
+pub mod oidc_client_secret;
+pub mod webhook_secret;
+
+use std::sync::Arc;
+
+use patchpanda_shared::notice::NoticeEvent;
+use patchpanda_shared::secrets::{Secret, VersionRef, VersionState};
+use patchpanda_shared::{Error, SecretValue, names};
+use sha2::{Digest, Sha256};
+
+use crate::github::{AppApi, AppApiError};
+use crate::protocol::Lease;
+use crate::{RotationError, Rotator};
+
+/// The things the worker rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    WebhookSecret,
+    GithubPrivateKey,
+    OidcClientSecret,
+    KmsKey,
+}
+
+impl Kind {
+    /// The Secret Manager secrets, in `names::SECRETS` order.
+    pub const SECRETS: [Kind; 3] = [
+        Kind::GithubPrivateKey,
+        Kind::WebhookSecret,
+        Kind::OidcClientSecret,
+    ];
+
+    pub fn parse(logical: &str) -> Result<Kind, RotationError> {
+        match logical {
+            names::WEBHOOK_SECRET => Ok(Kind::WebhookSecret),
+            names::GITHUB_PRIVATE_KEY => Ok(Kind::GithubPrivateKey),
+            names::OIDC_CLIENT_SECRET => Ok(Kind::OidcClientSecret),
+            names::KMS_KEY => Ok(Kind::KmsKey),
+            other => Err(RotationError::UnknownSecret(other.chars().take(80).collect())),
+        }
+    }
+
+    pub fn logical(self) -> &'static str {
+        match self {
+            Kind::WebhookSecret => names::WEBHOOK_SECRET,
+            Kind::GithubPrivateKey => names::GITHUB_PRIVATE_KEY,
+            Kind::OidcClientSecret => names::OIDC_CLIENT_SECRET,
+            Kind::KmsKey => names::KMS_KEY,
+        }
+    }
+
+    /// Whether new values come from a person (no API can create them).
+    pub fn is_upload(self) -> bool {
+        matches!(self, Kind::GithubPrivateKey | Kind::OidcClientSecret)
+    }
+}
+
+/// A failed set or test step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StepError {
+    pub message: String,
+    /// Waiting may fix it: pause and resume rather than roll back.
+    pub retryable: bool,
+    /// GitHub certainly still holds the old secret (it refused, or was never
+    /// asked), so a rollback need not restore it.
+    pub github_unchanged: bool,
+}
+
+impl StepError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            github_unchanged: true,
+        }
+    }
+}
+
+impl From<AppApiError> for StepError {
+    fn from(e: AppApiError) -> Self {
+        Self {
+            github_unchanged: !e.retryable,
+            retryable: e.retryable,
+            message: e.message,
+        }
+    }
+}
+
+impl From<Error> for StepError {
+    fn from(e: Error) -> Self {
+        Self {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+            github_unchanged: true,
+        }
+    }
+}
+
+/// A fresh value for a generated kind.
+pub(crate) fn generate(kind: Kind) -> Result<SecretValue, RotationError> {
+    match kind {
+        Kind::WebhookSecret => Ok(webhook_secret::generate()),
+        other => Err(RotationError::NeedsUpload {
+            secret: other.logical().to_string(),
+        }),
+    }
+}
+
+/// Hex SHA-256 of a value: how a resumed rotation recognises a version.
+pub(crate) fn digest(value: &SecretValue) -> String {
+    hex::encode(Sha256::digest(value.expose()))
+}
+
+/// The App, authenticated with the current private key; `None` when no App
+/// is configured.
+pub(crate) async fn app_api(rot: &Rotator) -> Result<Option<Arc<dyn AppApi>>, StepError> {
+    let Some(gh) = &rot.settings.github else {
+        return Ok(None);
+    };
+    let key_id = rot.settings.secret_id(names::GITHUB_PRIVATE_KEY);
+    let key = rot
+        .store
+        .access(&key_id, &VersionRef::alias(names::ALIAS_CURRENT))
+        .await
+        .map_err(|e| StepError {
+            message: format!("reading the App's private key: {e}"),
+            retryable: e.is_retryable(),
+            github_unchanged: true,
+        })?;
+    Ok(Some(gh.connect(&key.value).map_err(|e| StepError {
+        message: format!("loading the App's private key: {}", e.message),
+        retryable: e.retryable,
+        github_unchanged: true,
+    })?))
+}
+
+pub(crate) fn set_touches_github(rot: &Rotator, kind: Kind) -> bool {
+    kind == Kind::WebhookSecret && rot.settings.github.is_some()
+}
+
+async fn pending_value(rot: &Rotator, lease: &Lease) -> Result<SecretValue, StepError> {
+    let Some(p) = lease.state.pending else {
+        return Err(StepError::permanent("the rotation has no pending version"));
+    };
+    Ok(rot
+        .store
+        .access(&lease.id, &VersionRef::Number(p))
+        .await?
+        .value)
+}
+
+/// Step 2: apply the pending value where it is used. A note when skipped.
+pub(crate) async fn set(rot: &Rotator, lease: &Lease) -> Result<Option<String>, StepError> {
+    match lease.kind {
+        Kind::WebhookSecret => {
+            let value = pending_value(rot, lease).await?;
+            webhook_secret::set(rot, &value).await
+        }
+        // Nothing to apply: the person who made the value gave it to its
+        // issuer already (GitHub holds the key's public half).
+        Kind::GithubPrivateKey | Kind::OidcClientSecret | Kind::KmsKey => Ok(None),
+    }
+}
+
+/// Step 3: prove the pending value works.
+pub(crate) async fn test(rot: &Rotator, lease: &Lease) -> Result<Option<String>, StepError> {
+    match lease.kind {
+        Kind::WebhookSecret => webhook_secret::test(rot).await,
+        Kind::GithubPrivateKey => {
+            let value = pending_value(rot, lease).await?;
+            github_private_key::test(rot, &value).await.map(Some)
+        }
+        Kind::OidcClientSecret => {
+            let value = pending_value(rot, lease).await?;
+            oidc_client_secret::validate(&value)?;
+            Ok(None)
+        }
+        Kind::KmsKey => Ok(None),
+    }
+}
+
+/// Rollback: give GitHub back the secret that stays current.
+pub(crate) async fn restore_github(rot: &Rotator, lease: &Lease) -> Result<(), StepError> {
+    if lease.kind != Kind::WebhookSecret {
+        return Ok(());
+    }
+    let Some(base) = lease.state.base else {
+        return Err(StepError::permanent(
+            "there is no earlier secret to give GitHub back",
+        ));
+    };
+    apply_to_github(rot, lease.kind, &lease.id, base).await.map(|_| ())
+}
+
+/// Gives GitHub the value of `version` (webhook secret only).
+pub(crate) async fn apply_to_github(
+    rot: &Rotator,
+    kind: Kind,
+    id: &str,
+    version: u64,
+) -> Result<Option<String>, StepError> {
+    if kind != Kind::WebhookSecret {
+        return Ok(None);
+    }
+    let value = rot
+        .store
+        .access(id, &VersionRef::Number(version))
+        .await?
+        .value;
+    webhook_secret::set(rot, &value).await
+}
+
+/// What people must do after a new value of `kind` became current.
+pub(crate) fn after_promotion(kind: Kind, old: Option<u64>) -> Option<String> {
+    match kind {
+        Kind::GithubPrivateKey => Some(github_private_key::delete_old_key_reminder(old)),
+        _ => None,
+    }
+}
+
+/// The newest upload not yet promoted: enabled, newer than `current`, and
+/// carrying no alias.
+pub(crate) async fn newest_upload(
+    rot: &Rotator,
+    id: &str,
+    secret: &Secret,
+) -> Result<Option<u64>, RotationError> {
+    let current = secret.aliases.get(names::ALIAS_CURRENT).copied();
+    Ok(rot
+        .store
+        .list_versions(id)
+        .await?
+        .into_iter()
+        .filter(|v| {
+            v.state == VersionState::Enabled
+                && current.is_none_or(|c| v.number > c)
+                && !secret.aliases.values().any(|n| *n == v.number)
+        })
+        .map(|v| v.number)
+        .max())
+}
+
+pub(crate) async fn is_unpromoted_upload(
+    rot: &Rotator,
+    id: &str,
+    secret: &Secret,
+    version: u64,
+) -> Result<bool, RotationError> {
+    let v = match rot.store.get_version(id, &VersionRef::Number(version)).await {
+        Ok(v) => v,
+        Err(Error::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let current = secret.aliases.get(names::ALIAS_CURRENT).copied();
+    Ok(v.state == VersionState::Enabled
+        && current.is_none_or(|c| version > c)
+        && !secret.aliases.values().any(|n| *n == version))
+}
+
+/// How to rotate a hand-made credential, for `due` notices and errors.
+pub(crate) fn upload_instructions(kind: Kind) -> String {
+    match kind {
+        Kind::GithubPrivateKey => format!(
+            "generate a new private key in the GitHub App's settings and upload it: patchpanda secrets add {} --data-file key.pem",
+            kind.logical()
+        ),
+        _ => format!(
+            "issue a new client secret at the identity provider and upload it: patchpanda secrets add {} --data-file FILE",
+            kind.logical()
+        ),
+    }
+}
+
+/// A `due` notice for a hand-made credential.
+pub(crate) async fn announce_due(
+    rot: &Rotator,
+    kind: Kind,
+    secret: &Secret,
+    why: &str,
+) -> Result<(), RotationError> {
+    let mut n = rot.notice(
+        kind.logical(),
+        NoticeEvent::Due,
+        &uuid::Uuid::new_v4().to_string(),
+    );
+    n.version = secret.aliases.get(names::ALIAS_CURRENT).copied();
+    n.detail = Some(format!("{why}: {}", upload_instructions(kind)));
+    rot.publish(&n).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_from_their_logical_names_only() {
+        for k in [
+            Kind::WebhookSecret,
+            Kind::GithubPrivateKey,
+            Kind::OidcClientSecret,
+            Kind::KmsKey,
+        ] {
+            assert_eq!(Kind::parse(k.logical()).unwrap(), k);
+        }
+        assert!(matches!(
+            Kind::parse("patchpanda-webhook-secret"),
+            Err(RotationError::UnknownSecret(_))
+        ));
+        assert!(Kind::GithubPrivateKey.is_upload() && !Kind::WebhookSecret.is_upload());
+        let logical: Vec<&str> = Kind::SECRETS.iter().map(|k| k.logical()).collect();
+        assert_eq!(logical, names::SECRETS);
+    }
+
+    #[test]
+    fn digests_differ_per_value() {
+        let a = digest(&SecretValue::from("a".to_string()));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, digest(&SecretValue::from("b".to_string())));
+    }
+}
