@@ -1,0 +1,1 @@
+//! rotation-worker's integration tests (being written).
