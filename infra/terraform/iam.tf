@@ -57,6 +57,8 @@ resource "google_project_iam_custom_role" "secret_reader" {
     "secretmanager.versions.get",
     "secretmanager.versions.list",
   ]
+
+  depends_on = [google_project_service.apis]
 }
 
 # roles/secretmanager.admin could do the rotation but also deletes secrets
@@ -81,6 +83,8 @@ resource "google_project_iam_custom_role" "secret_rotator" {
     "secretmanager.versions.get",
     "secretmanager.versions.list",
   ]
+
+  depends_on = [google_project_service.apis]
 }
 
 # roles/cloudkms.admin would also destroy versions and change the key's IAM
@@ -101,4 +105,56 @@ resource "google_project_iam_custom_role" "key_rotator" {
     "cloudkms.cryptoKeyVersions.useToDecrypt",
     "cloudkms.cryptoKeyVersions.useToEncrypt",
   ]
+
+  depends_on = [google_project_service.apis]
+}
+
+# roles/pubsub.publisher grants only pubsub.topics.publish, but the bus's
+# health check (readiness, `patchpanda health`) reads the topic (GetTopic);
+# roles/pubsub.viewer or editor would add subscription and snapshot access
+# across the project. Publish + get on one topic is the need.
+resource "google_project_iam_custom_role" "topic_publisher" {
+  project     = var.project
+  role_id     = "patchpandaTopicPublisher"
+  title       = "PatchPanda topic publisher"
+  description = "Publish to a topic and read its metadata."
+  permissions = [
+    "pubsub.topics.get",
+    "pubsub.topics.publish",
+  ]
+
+  depends_on = [google_project_service.apis]
+}
+
+# The shared bus checks reachability by reading patchpanda-github-events
+# (its default check topic) whatever the function publishes to; functions
+# that do not publish there get only that read.
+resource "google_project_iam_custom_role" "topic_viewer" {
+  project     = var.project
+  role_id     = "patchpandaTopicViewer"
+  title       = "PatchPanda topic viewer"
+  description = "Read a topic's metadata (bus health checks)."
+  permissions = ["pubsub.topics.get"]
+
+  depends_on = [google_project_service.apis]
+}
+
+# The one project-level grant. rotation-worker's readiness check lists
+# secrets (ListSecrets), a permission Secret Manager only evaluates on the
+# project. It reveals secret names, labels and annotations, never values.
+# Remove it once the worker's /ready reads its own secrets instead.
+resource "google_project_iam_custom_role" "secret_lister" {
+  project     = var.project
+  role_id     = "patchpandaSecretLister"
+  title       = "PatchPanda secret lister"
+  description = "List the project's secrets (metadata only)."
+  permissions = ["secretmanager.secrets.list"]
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "worker_lists_secrets" {
+  project = var.project
+  role    = google_project_iam_custom_role.secret_lister.id
+  member  = "serviceAccount:${google_service_account.fn["rotation-worker"].email}"
 }

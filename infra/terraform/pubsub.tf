@@ -182,25 +182,29 @@ resource "google_pubsub_subscription" "github_events_push" {
 
 # ---------------------------------------------------------------- publishers
 
-resource "google_pubsub_topic_iam_member" "ingest_publishes" {
-  project = var.project
-  topic   = google_pubsub_topic.main["github-events"].name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.fn["webhook-ingest"].email}"
+locals {
+  # Function => the topic it publishes to (DESIGN.md).
+  publishers = {
+    "webhook-ingest"  = "github-events"
+    "rotation-worker" = "rotation-events"
+    "audit-alerter"   = "alerts"
+  }
 }
 
-resource "google_pubsub_topic_iam_member" "worker_publishes" {
-  project = var.project
-  topic   = google_pubsub_topic.main["rotation-events"].name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.fn["rotation-worker"].email}"
+resource "google_pubsub_topic_iam_member" "function_publishes" {
+  for_each = local.publishers
+  project  = var.project
+  topic    = google_pubsub_topic.main[each.value].name
+  role     = google_project_iam_custom_role.topic_publisher.id
+  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
-resource "google_pubsub_topic_iam_member" "alerter_publishes" {
-  project = var.project
-  topic   = google_pubsub_topic.main["alerts"].name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.fn["audit-alerter"].email}"
+resource "google_pubsub_topic_iam_member" "function_checks_bus" {
+  for_each = { for f, t in local.publishers : f => t if t != "github-events" }
+  project  = var.project
+  topic    = google_pubsub_topic.main["github-events"].name
+  role     = google_project_iam_custom_role.topic_viewer.id
+  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
 # Secret Manager publishes its event notifications (and SECRET_ROTATE) as its

@@ -63,7 +63,12 @@ locals {
       max         = var.max_instances
       concurrency = 40
       timeout     = "120s"
-      env         = var.alert_webhook_url == "" ? {} : { PATCHPANDA_ALERT_WEBHOOK_URL = var.alert_webhook_url }
+      env = {
+        PATCHPANDA_ALERT_WEBHOOK_URL = var.alert_webhook_url
+        # The deployment's own accounts (emails and unique ids, as audit
+        # entries name them either way), whose keys and tokens it watches.
+        PATCHPANDA_GATEWAY_SERVICE_ACCOUNTS = join(",", concat(local.watched_accounts, local.watched_account_ids))
+      }
     }
   }
 }
@@ -179,9 +184,9 @@ resource "google_cloud_run_v2_service" "fn" {
     google_secret_manager_secret_iam_member.ingest_reads,
     google_secret_manager_secret_iam_member.worker_rotates,
     google_secret_manager_secret_iam_member.alerter_reads_sinks,
-    google_pubsub_topic_iam_member.ingest_publishes,
-    google_pubsub_topic_iam_member.worker_publishes,
-    google_pubsub_topic_iam_member.alerter_publishes,
+    google_pubsub_topic_iam_member.function_publishes,
+    google_pubsub_topic_iam_member.function_checks_bus,
+    google_project_iam_member.worker_lists_secrets,
   ]
 }
 

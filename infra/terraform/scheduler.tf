@@ -1,5 +1,6 @@
 # Cloud Scheduler jobs (DESIGN.md: redelivery sweep every 10 min when a
-# GitHub App is configured, /tasks/finish hourly, rotation due-check daily).
+# GitHub App is configured, /tasks/finish hourly, rotation due-check daily;
+# plus optional forced rotations, POST /rotate, on a cron of your choice).
 # Each call carries an OIDC token of the scheduler account with the service's
 # audience (local.audiences); delivery is at-least-once and the handlers key
 # their idempotency on X-CloudScheduler-JobName + ScheduleTime.
@@ -12,7 +13,7 @@ locals {
         schedule    = "*/10 * * * *"
         service     = "webhook-ingest"
         path        = "/tasks/redeliver"
-        body        = jsonencode({})
+        body        = null
         # The next run is 10 minutes away: retrying would only overlap it.
         retries  = 0
         deadline = "300s"
@@ -24,25 +25,43 @@ locals {
         schedule    = "0 * * * *"
         service     = "rotation-worker"
         path        = "/tasks/finish"
-        body        = jsonencode({})
+        body        = null
         retries     = 3
         deadline    = "600s"
       }
     },
     {
-      for s in var.rotation_due_check_secrets : "rotate-${s}" => {
-        description = "Daily rotation due-check of ${s}."
+      # rotation-worker's due-check (/tasks/due-check) announces a `due`
+      # notice for each secret that is too old or past its Secret Manager
+      # rotation time; it rotates nothing itself. The rotations are started
+      # by SECRET_ROTATE (secret-events push) or an operator.
+      "due-check" = {
+        description = "Daily rotation due-check of every PatchPanda secret."
         schedule    = var.rotation_due_check_schedule
         service     = "rotation-worker"
-        path        = "/rotate"
-        body        = jsonencode({ secret = s, emergency = false })
+        path        = "/tasks/due-check"
+        body        = null
         retries     = 3
-        deadline    = "600s"
+        deadline    = "300s"
       }
     },
   )
+  forced_rotation_jobs = {
+    for secret, cron in var.scheduled_rotations : "rotate-${secret}" => {
+      description = "Scheduled rotation of ${secret} (POST /rotate)."
+      schedule    = cron
+      service     = "rotation-worker"
+      path        = "/rotate"
+      body        = jsonencode({ secret = secret, emergency = false })
+      retries     = 3
+      deadline    = "600s"
+    }
+  }
   # The sweep needs the App (its JWT lists the deliveries).
-  scheduler_jobs = { for k, v in local.all_scheduler_jobs : k => v if k != "redeliver" || var.github_app_id != "" }
+  scheduler_jobs = merge(
+    { for k, v in local.all_scheduler_jobs : k => v if k != "redeliver" || var.github_app_id != "" },
+    local.forced_rotation_jobs,
+  )
 }
 
 resource "google_cloud_scheduler_job" "job" {
@@ -65,9 +84,11 @@ resource "google_cloud_scheduler_job" "job" {
   http_target {
     http_method = "POST"
     uri         = "${google_cloud_run_v2_service.fn[each.value.service].uri}${each.value.path}"
-    # Without an explicit type Scheduler sends application/octet-stream.
-    headers = { "Content-Type" = "application/json" }
-    body    = base64encode(each.value.body)
+    # Only /rotate takes a body (the /tasks/* jobs take none, as with the
+    # local scheduler). Without an explicit type Scheduler would send it as
+    # application/octet-stream.
+    headers = each.value.body == null ? null : { "Content-Type" = "application/json" }
+    body    = each.value.body == null ? null : base64encode(each.value.body)
 
     oidc_token {
       service_account_email = google_service_account.scheduler.email

@@ -164,15 +164,20 @@ variable "secret_rotation_periods" {
 }
 
 variable "rotation_due_check_schedule" {
-  description = "Cron (UTC) of the daily rotation due-check job."
+  description = "Cron (UTC) of the daily due-check job (rotation-worker /tasks/due-check: announces secrets that are due)."
   type        = string
   default     = "17 3 * * *"
 }
 
-variable "rotation_due_check_secrets" {
-  description = "Logical secrets the daily due-check job posts to rotation-worker /rotate ({\"secret\": NAME, \"emergency\": false}); one job per secret."
-  type        = list(string)
-  default     = ["webhook-secret"]
+variable "scheduled_rotations" {
+  description = "Optional forced rotations on a fixed cron (UTC), by logical secret, e.g. { \"webhook-secret\" = \"0 4 1 * *\" }: each gets a job posting {\"secret\": NAME, \"emergency\": false} to rotation-worker /rotate. Normally unneeded: secret_rotation_periods already triggers rotations through SECRET_ROTATE."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.scheduled_rotations) : contains(["webhook-secret", "github-private-key", "oidc-client-secret", "kms-key"], k)])
+    error_message = "scheduled_rotations keys are logical names: webhook-secret, github-private-key, oidc-client-secret or kms-key."
+  }
 }
 
 variable "kms_rotation_period" {
