@@ -70,8 +70,9 @@ resource "google_secret_manager_secret_iam_member" "worker_rotates" {
 }
 
 # ---------------------------------------------------------------- alert sinks
-# The Slack webhook URL and the PagerDuty routing key are credentials: anyone
-# holding them can post to the channel or open incidents. They live in Secret
+# The Slack webhook URL, the PagerDuty routing key and the generic webhook's
+# signing key are credentials: anyone holding them can post to the channel,
+# open incidents or forge alerts. They live in Secret
 # Manager (write-only from Terraform: never in state), readable only by
 # audit-alerter, and reach it through Cloud Run's secret env mounting, pinned
 # to the version Terraform wrote so a new value rolls out as a new revision.
@@ -88,6 +89,17 @@ locals {
       env     = "PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY"
       enabled = nonsensitive(var.alert_pagerduty_routing_key != "")
     }
+    # HMAC key that signs the generic webhook's body.
+    webhook = {
+      id      = "${local.secret_prefix}alert-webhook-signing-secret"
+      env     = "PATCHPANDA_ALERT_WEBHOOK_SECRET"
+      enabled = nonsensitive(var.alert_webhook_signing_secret != "")
+    }
+  }
+  alert_secret_values = {
+    slack     = var.alert_slack_webhook_url
+    pagerduty = var.alert_pagerduty_routing_key
+    webhook   = var.alert_webhook_signing_secret
   }
   alert_secrets_enabled = { for k, v in local.alert_secrets : k => v if v.enabled }
 }
@@ -115,7 +127,7 @@ resource "google_secret_manager_secret" "alert" {
 resource "google_secret_manager_secret_version" "alert" {
   for_each               = local.alert_secrets_enabled
   secret                 = google_secret_manager_secret.alert[each.key].id
-  secret_data_wo         = each.key == "slack" ? var.alert_slack_webhook_url : var.alert_pagerduty_routing_key
+  secret_data_wo         = local.alert_secret_values[each.key]
   secret_data_wo_version = var.alert_secrets_version
 }
 

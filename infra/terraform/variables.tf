@@ -232,14 +232,21 @@ variable "alert_pagerduty_routing_key" {
   sensitive   = true
 }
 
+variable "alert_webhook_signing_secret" {
+  description = "Key that signs the generic webhook's body (HMAC-SHA256). Stored in Secret Manager (write-only) and mounted as PATCHPANDA_ALERT_WEBHOOK_SECRET. Empty = unsigned."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
 variable "alert_secrets_version" {
-  description = "Bump to push new values of alert_slack_webhook_url / alert_pagerduty_routing_key: write-only values cannot be diffed, so this number is what Terraform sees change."
+  description = "Bump to push new values of alert_slack_webhook_url / alert_pagerduty_routing_key / alert_webhook_signing_secret: write-only values cannot be diffed, so this number is what Terraform sees change."
   type        = number
   default     = 1
 }
 
 variable "alert_webhook_url" {
-  description = "Generic alert webhook URL (PATCHPANDA_ALERT_WEBHOOK_URL), a plain env var: it must not embed a credential; put one in the receiver's own auth instead."
+  description = "Generic alert webhook URL (PATCHPANDA_ALERT_WEBHOOK_URL), a plain env var: it must not embed a credential; authenticate with alert_webhook_signing_secret (or the receiver's own auth) instead."
   type        = string
   default     = ""
 
