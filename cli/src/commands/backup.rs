@@ -1,0 +1,326 @@
+//! `patchpanda backup` / `restore`: every secret's enabled versions sealed in
+//! one file by envelope encryption under the gateway's KMS key. Nothing
+//! secret is ever written in plaintext.
+//!
+//! File format (version 1), one JSON object:
+//! `{"format":"patchpanda-backup","version":1,"created_at":..,"project":..,
+//!   "kms_key":..,"kms_key_version":..,"secrets":N,"versions":M,
+//!   "sealed":{"key_name","wrapped_key","nonce","ciphertext"}}`.
+//! The header (everything but `sealed`) is the AES-GCM additional data, so
+//! editing any field, or the ciphertext, fails the integrity check; the
+//! plaintext inside is `{"secrets":[{"id","aliases","versions":[{"number",
+//! "create_time","data"(base64)}]}]}`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use patchpanda_shared::kms::envelope::{self, Sealed};
+use patchpanda_shared::secrets::{SecretUpdate, VersionRef, VersionState};
+use patchpanda_shared::{Error, SecretValue};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Failure, Outcome};
+use crate::context::Ctx;
+
+pub const FORMAT: &str = "patchpanda-backup";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the sealed backup (mode 0600; refuses to overwrite).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file written by `patchpanda backup`.
+    pub file: PathBuf,
+    /// Verify the file and show what would be added, changing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub created_at: DateTime<Utc>,
+    pub project: String,
+    pub kms_key: String,
+    pub kms_key_version: Option<u64>,
+    pub secrets: usize,
+    pub versions: usize,
+}
+
+impl Header {
+    /// The bytes bound to the ciphertext as additional data.
+    fn aad(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a header always serializes")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BackupFile {
+    #[serde(flatten)]
+    header: Header,
+    sealed: Sealed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Contents {
+    secrets: Vec<SecretEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SecretEntry {
+    id: String,
+    aliases: BTreeMap<String, u64>,
+    versions: Vec<VersionEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionEntry {
+    number: u64,
+    create_time: DateTime<Utc>,
+    #[serde(serialize_with = "ser_value", deserialize_with = "de_value")]
+    data: SecretValue,
+}
+
+fn ser_value<S: serde::Serializer>(v: &SecretValue, s: S) -> Result<S::Ok, S::Error> {
+    let encoded = Zeroizing::new(STANDARD.encode(v.expose()));
+    s.serialize_str(&encoded)
+}
+
+fn de_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretValue, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = SecretValue;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("base64 data")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SecretValue, E> {
+            STANDARD.decode(s).map(SecretValue::new).map_err(|_| E::custom("version data is not base64"))
+        }
+    }
+    d.deserialize_str(V)
+}
+
+pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
+    if a.out.exists() && !a.force {
+        return Err(Failure(format!("{} exists; choose another name or pass --force", a.out.display())));
+    }
+    let b = ctx.backends().await?;
+    let key = b.kms.key_info().await?;
+    let mut entries = Vec::new();
+    for secret in b.secrets.list_secrets().await? {
+        if !secret.id.starts_with(&ctx.config.secret_prefix) {
+            continue;
+        }
+        let enabled: Vec<_> = b
+            .secrets
+            .list_versions(&secret.id)
+            .await?
+            .into_iter()
+            .filter(|v| v.state == VersionState::Enabled)
+            .collect();
+        eprintln!("Backing up {} ({} enabled versions)...", ctx.logical(&secret.id), enabled.len());
+        let mut versions = Vec::new();
+        for v in enabled.iter().rev() {
+            let got = b.secrets.access(&secret.id, &VersionRef::Number(v.number)).await?;
+            versions.push(VersionEntry { number: v.number, create_time: v.create_time, data: got.value });
+        }
+        let kept: Vec<u64> = versions.iter().map(|v| v.number).collect();
+        let aliases = secret.aliases.into_iter().filter(|(_, n)| kept.contains(n)).collect();
+        entries.push(SecretEntry { id: secret.id, aliases, versions });
+    }
+    let header = Header {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        created_at: Utc::now(),
+        project: ctx.config.project().to_string(),
+        kms_key: key.name.clone(),
+        kms_key_version: key.primary.as_ref().map(|p| p.number),
+        secrets: entries.len(),
+        versions: entries.iter().map(|e| e.versions.len()).sum(),
+    };
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&Contents { secrets: entries }).map_err(|e| Failure(format!("cannot encode the backup: {e}")))?,
+    );
+    let sealed = envelope::seal(b.kms.as_ref(), &plaintext, &header.aad()).await?;
+    let file = BackupFile { header: header.clone(), sealed };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Failure(e.to_string()))?;
+    write_private(&a.out, &bytes, a.force)?;
+    eprintln!(
+        "Wrote {}: {} secrets, {} versions, sealed with {} (version {}).",
+        a.out.display(),
+        header.secrets,
+        header.versions,
+        header.kms_key,
+        header.kms_key_version.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+    );
+    Ok(())
+}
+
+/// Writes via a 0600 temp file in the same folder, fsync, then rename, so a
+/// crash never leaves a half-written backup under the real name.
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), Failure> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Failure(format!("{} is not a file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let result = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if !replace && path.exists() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "appeared while writing"));
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Failure(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+#[derive(Serialize)]
+struct RestoreReport {
+    dry_run: bool,
+    file: String,
+    created_at: DateTime<Utc>,
+    secrets: Vec<RestoredSecret>,
+}
+
+#[derive(Serialize)]
+struct RestoredSecret {
+    id: String,
+    created_secret: bool,
+    /// Backed-up version number -> the new version number (None on a dry run).
+    versions: Vec<(u64, Option<u64>)>,
+    aliases: BTreeMap<String, u64>,
+}
+
+/// Reads and verifies a backup: nothing is changed before this succeeds.
+async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failure> {
+    let raw = std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let file: BackupFile = serde_json::from_slice(&raw).map_err(|_| {
+        Failure(format!("{} is not a complete patchpanda backup (truncated or not a backup); nothing was changed", path.display()))
+    })?;
+    if file.header.format != FORMAT {
+        return Err(Failure(format!("{} is not a patchpanda backup; nothing was changed", path.display())));
+    }
+    if file.header.version != FORMAT_VERSION {
+        return Err(Failure(format!(
+            "{} is backup format version {}; this patchpanda reads version {FORMAT_VERSION}",
+            path.display(),
+            file.header.version
+        )));
+    }
+    let b = ctx.backends().await?;
+    let plaintext = envelope::open(b.kms.as_ref(), &file.sealed, &file.header.aad()).await.map_err(|e| match e {
+        Error::DataLoss(_) | Error::InvalidArgument(_) => {
+            Failure(format!("{} failed its integrity check (tampered or damaged); nothing was changed", path.display()))
+        }
+        other => Failure(format!("cannot unseal {}: {other}; nothing was changed", path.display())),
+    })?;
+    let contents: Contents = serde_json::from_slice(plaintext.expose())
+        .map_err(|_| Failure(format!("{} decrypted but its contents are malformed; nothing was changed", path.display())))?;
+    let versions: usize = contents.secrets.iter().map(|s| s.versions.len()).sum();
+    if contents.secrets.len() != file.header.secrets || versions != file.header.versions {
+        return Err(Failure(format!("{} does not hold what its header says; nothing was changed", path.display())));
+    }
+    Ok((file.header, contents))
+}
+
+pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
+    let (header, contents) = open_backup(ctx, &a.file).await?;
+    let store = &ctx.backends().await?.secrets;
+    let mut report = RestoreReport {
+        dry_run: a.dry_run,
+        file: a.file.display().to_string(),
+        created_at: header.created_at,
+        secrets: Vec::new(),
+    };
+    for entry in contents.secrets {
+        let exists = match store.get_secret(&entry.id).await {
+            Ok(_) => true,
+            Err(Error::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let mut restored = RestoredSecret {
+            id: entry.id.clone(),
+            created_secret: !exists,
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+        };
+        if a.dry_run {
+            restored.versions = entry.versions.iter().map(|v| (v.number, None)).collect();
+            restored.aliases = entry.aliases.clone();
+            report.secrets.push(restored);
+            continue;
+        }
+        if !exists {
+            store.create_secret(&entry.id).await?;
+        }
+        let mut mapping = BTreeMap::new();
+        for v in &entry.versions {
+            let added = store.add_version(&entry.id, v.data.expose()).await?;
+            mapping.insert(v.number, added.number);
+            restored.versions.push((v.number, Some(added.number)));
+        }
+        let secret = store.get_secret(&entry.id).await?;
+        let mut aliases = secret.aliases.clone();
+        for (alias, old) in &entry.aliases {
+            if let Some(new) = mapping.get(old) {
+                aliases.insert(alias.clone(), *new);
+                restored.aliases.insert(alias.clone(), *new);
+            }
+        }
+        if aliases != secret.aliases {
+            store
+                .update_secret(&entry.id, SecretUpdate { aliases: Some(aliases), annotations: None }, Some(&secret.etag))
+                .await?;
+        }
+        report.secrets.push(restored);
+    }
+    if a.json {
+        crate::output::print_json(&report);
+        return Ok(());
+    }
+    let verb = if a.dry_run { "Would restore" } else { "Restored" };
+    println!("{verb} from {} (backup of {}):", report.file, crate::output::time(header.created_at));
+    for s in &report.secrets {
+        let versions: Vec<String> = s
+            .versions
+            .iter()
+            .map(|(old, new)| match new {
+                Some(n) => format!("{old}->{n}"),
+                None => old.to_string(),
+            })
+            .collect();
+        let aliases: Vec<String> = s.aliases.iter().map(|(a, n)| format!("{a}={n}")).collect();
+        println!(
+            "  {}{}: versions {}; aliases {}",
+            ctx.logical(&s.id),
+            if s.created_secret { " (new secret)" } else { "" },
+            versions.join(", "),
+            if aliases.is_empty() { "-".into() } else { aliases.join(", ") }
+        );
+    }
+    Ok(())
+}

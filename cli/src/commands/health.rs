@@ -1,0 +1,198 @@
+//! `patchpanda health`: the runbook's health checks as one table. Secrets are
+//! checked through metadata (and, on gcp, testIamPermissions), never by
+//! reading their values, so a health check doesn't page the audit alerter.
+
+use std::time::Duration;
+
+use clap::Args;
+use patchpanda_shared::config::Backend;
+use patchpanda_shared::names;
+use patchpanda_shared::secrets::{VersionRef, VersionState};
+use patchpanda_shared::{Error, kms::KeyVersionState};
+use serde::Serialize;
+
+use super::{Failure, Outcome};
+use crate::context::Ctx;
+use crate::output::Table;
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// webhook-ingest's base URL (default: local stack, or PATCHPANDA_INGEST_URL).
+    #[arg(long, env = "PATCHPANDA_INGEST_URL")]
+    pub ingest_url: Option<String>,
+    /// rotation-worker's base URL (default: local stack, or PATCHPANDA_WORKER_URL).
+    #[arg(long, env = "PATCHPANDA_WORKER_URL")]
+    pub worker_url: Option<String>,
+    /// audit-alerter's base URL (default: local stack, or PATCHPANDA_ALERTER_URL).
+    #[arg(long, env = "PATCHPANDA_ALERTER_URL")]
+    pub alerter_url: Option<String>,
+    /// The local stack's first port (as given to `patchpanda dev --port-base`).
+    #[arg(long, default_value_t = 8080)]
+    pub port_base: u16,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Ok,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub result: Verdict,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
+    match result {
+        Ok(detail) => Check { check: name.into(), result: Verdict::Ok, detail },
+        Err(detail) => Check { check: name.into(), result: Verdict::Fail, detail },
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
+    let local = ctx.config.is_local();
+    let base = |port: u16| local.then(|| format!("http://127.0.0.1:{port}"));
+    let functions = [
+        ("webhook-ingest", a.ingest_url.clone().or_else(|| base(a.port_base))),
+        ("rotation-worker", a.worker_url.clone().or_else(|| base(a.port_base.saturating_add(1)))),
+        ("audit-alerter", a.alerter_url.clone().or_else(|| base(a.port_base.saturating_add(2)))),
+    ];
+    let mut checks = Vec::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Failure(format!("cannot build an HTTP client: {e}")))?;
+    for (name, url) in functions {
+        let Some(url) = url else {
+            checks.push(Check {
+                check: format!("{name} /health"),
+                result: Verdict::Skip,
+                detail: format!("no URL: pass --{}-url", name.split('-').next().unwrap_or(name)),
+            });
+            continue;
+        };
+        let target = format!("{}/health", url.trim_end_matches('/'));
+        let result = match http.get(&target).send().await {
+            Ok(r) if r.status().is_success() => Ok(format!("{target} answered {}", r.status().as_u16())),
+            Ok(r) => Err(format!("{target} answered {}", r.status().as_u16())),
+            Err(e) => Err(format!("{target} unreachable: {}", root_cause(&e))),
+        };
+        checks.push(check(format!("{name} /health"), result));
+    }
+
+    match ctx.backends().await {
+        Err(f) => checks.push(check("backends", Err(f.0))),
+        Ok(b) => {
+            for logical in names::SECRETS {
+                let id = ctx.config.secret_id(logical);
+                let result = match b.secrets.get_version(&id, &VersionRef::alias(names::ALIAS_CURRENT)).await {
+                    Ok(v) if v.state == VersionState::Enabled => Ok(format!("{id}: current is version {} (enabled)", v.number)),
+                    Ok(v) => Err(format!("{id}: current version {} is {}", v.number, v.state)),
+                    Err(Error::NotFound(_)) if logical == names::OIDC_CLIENT_SECRET => {
+                        checks.push(Check {
+                            check: format!("secret {logical}"),
+                            result: Verdict::Skip,
+                            detail: "optional; not configured".into(),
+                        });
+                        continue;
+                    }
+                    Err(e) => Err(format!("{id}: {e}")),
+                };
+                checks.push(check(format!("secret {logical}"), result));
+            }
+            let kms = async {
+                let info = b.kms.key_info().await.map_err(|e| e.to_string())?;
+                let primary = info.primary.as_ref().ok_or("the key has no primary version")?;
+                if primary.state != KeyVersionState::Enabled {
+                    return Err(format!("primary version {} is {}", primary.number, primary.state));
+                }
+                let probe: [u8; 16] = rand::random();
+                let ct = b.kms.encrypt(&probe, b"patchpanda-health").await.map_err(|e| format!("encrypt: {e}"))?;
+                let pt = b.kms.decrypt(&ct, b"patchpanda-health").await.map_err(|e| format!("decrypt: {e}"))?;
+                if pt.expose() != probe {
+                    return Err("decrypt did not return what was encrypted".into());
+                }
+                Ok(format!("{} primary {} enabled; encrypt/decrypt OK", info.name, primary.number))
+            };
+            checks.push(check("kms key", kms.await));
+            let bus = b.bus.check().await.map(|_| "reachable".to_string()).map_err(|e| e.to_string());
+            checks.push(check("bus", bus));
+            if let Backend::Gcp { project } = &ctx.config.backend {
+                checks.extend(gcp_permissions(ctx, project).await);
+            }
+        }
+    }
+
+    if a.json {
+        crate::output::print_json(&checks);
+    } else {
+        let mut t = Table::new(&["CHECK", "RESULT", "DETAIL"]);
+        for c in &checks {
+            let verdict = match c.result {
+                Verdict::Ok => "OK",
+                Verdict::Fail => "FAIL",
+                Verdict::Skip => "SKIP",
+            };
+            t.row(vec![c.check.clone(), verdict.into(), c.detail.clone()]);
+        }
+        t.print();
+    }
+    let failed = checks.iter().filter(|c| c.result == Verdict::Fail).count();
+    if failed > 0 {
+        return Err(Failure(format!("{failed} of {} health checks failed", checks.len())));
+    }
+    Ok(())
+}
+
+/// What the caller may do on the secrets and the key, via testIamPermissions.
+async fn gcp_permissions(ctx: &Ctx, project: &str) -> Vec<Check> {
+    use patchpanda_shared::kms::gcp::GcpKms;
+    use patchpanda_shared::secrets::gcp::GcpSecretStore;
+    let mut out = Vec::new();
+    let wanted = ["secretmanager.versions.access", "secretmanager.versions.add", "secretmanager.secrets.update"];
+    match GcpSecretStore::new(project).await {
+        Err(e) => out.push(check("iam secrets", Err(e.to_string()))),
+        Ok(store) => {
+            for logical in [names::WEBHOOK_SECRET, names::GITHUB_PRIVATE_KEY] {
+                let id = ctx.config.secret_id(logical);
+                let result = match store.test_permissions(&id, &wanted).await {
+                    Ok(granted) => {
+                        let missing: Vec<&str> = wanted.iter().copied().filter(|p| !granted.iter().any(|g| g == p)).collect();
+                        if missing.is_empty() { Ok("all granted".into()) } else { Err(format!("missing {}", missing.join(", "))) }
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push(check(format!("iam {logical}"), result));
+            }
+        }
+    }
+    let key = format!(
+        "projects/{project}/locations/{}/keyRings/{}/cryptoKeys/{}",
+        ctx.config.kms_location, ctx.config.kms_key_ring, ctx.config.kms_key
+    );
+    let kms_wanted = ["cloudkms.cryptoKeyVersions.useToEncrypt", "cloudkms.cryptoKeyVersions.useToDecrypt"];
+    let result = match GcpKms::new(&key).await {
+        Err(e) => Err(e.to_string()),
+        Ok(kms) => match kms.test_permissions(&kms_wanted).await {
+            Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => Ok("encrypt/decrypt granted".into()),
+            Ok(granted) => Err(format!("granted only: {}", granted.join(", "))),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    out.push(check("iam kms key", result));
+    out
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

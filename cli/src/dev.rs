@@ -1,0 +1,274 @@
+//! `patchpanda dev`: the whole stack on this machine. The three functions run
+//! in-process on consecutive ports over the local backend, wired like infra/
+//! wires them on Google Cloud: the local bus pushes to them with OIDC tokens,
+//! and a scheduler calls their task routes like Cloud Scheduler does.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer;
+use clap::Args;
+use patchpanda_shared::auth::local::LocalIssuer;
+use patchpanda_shared::backends::Backends;
+use patchpanda_shared::bus::local::{Dispatcher, LocalBus, Subscription};
+use patchpanda_shared::config::{Backend, Config, Env};
+use patchpanda_shared::local::Home;
+use patchpanda_shared::names;
+use patchpanda_shared::runtime::server::App;
+use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
+use patchpanda_shared::{Error, SecretValue};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::commands::{Failure, Outcome};
+
+#[derive(Debug, Args, Clone)]
+pub struct DevArgs {
+    /// webhook-ingest listens here, rotation-worker on +1, audit-alerter on +2.
+    #[arg(long, default_value_t = 8080)]
+    pub port_base: u16,
+    /// Also push patchpanda-github-events to this URL (repeatable), as the
+    /// App's own workers would receive them.
+    #[arg(long, value_name = "URL")]
+    pub push_github_events: Vec<String>,
+}
+
+/// The functions' addresses once the stack is up.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub home: PathBuf,
+    pub ingest: SocketAddr,
+    pub worker: SocketAddr,
+    pub alerter: SocketAddr,
+}
+
+pub async fn run(args: DevArgs) -> Outcome {
+    let env = Env::from_process();
+    let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT)?;
+    crate::logging::init(config.debug, "info");
+    let (tx, rx) = watch::channel(false);
+    let stack = start(&env, &config, &args, rx).await?;
+    print_banner(&stack);
+    tokio::signal::ctrl_c().await.map_err(|e| Failure(format!("cannot wait for Ctrl-C: {e}")))?;
+    eprintln!("\nStopping (in-flight requests get up to 8 s)...");
+    let _ = tx.send(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack_stopped(&stack).await;
+    eprintln!("Stopped. State is kept in {}.", stack.home.display());
+    Ok(())
+}
+
+async fn stack_stopped(stack: &Stack) {
+    // Each server drains on its own; wait until their ports close.
+    for _ in 0..90 {
+        if tokio::net::TcpStream::connect(stack.ingest).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts everything and returns once all three functions listen. Setting
+/// `shutdown` to true stops it all. Used by `patchpanda dev` and the tests.
+pub async fn start(env: &Env, config: &Config, args: &DevArgs, shutdown: watch::Receiver<bool>) -> Result<Stack, Failure> {
+    let home_path = match &config.backend {
+        Backend::Local { home } => home.clone(),
+        Backend::Gcp { .. } => {
+            return Err(Failure("`patchpanda dev` runs the local stack; unset PATCHPANDA_BACKEND=gcp".into()));
+        }
+    };
+    let home = Home::open(&home_path)?;
+    let home_path = std::fs::canonicalize(home.path()).unwrap_or_else(|_| home.path().to_path_buf());
+    seed(env, &home_path).await?;
+
+    let ports = [args.port_base, args.port_base.wrapping_add(1), args.port_base.wrapping_add(2)];
+    let mut listeners = Vec::new();
+    for port in ports {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+            Failure(format!("cannot listen on 127.0.0.1:{port}: {e}; pass --port-base to use other ports"))
+        })?;
+        listeners.push(l);
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
+    let stack = Stack { home: home_path.clone(), ingest: addrs[0], worker: addrs[1], alerter: addrs[2] };
+
+    let bus = Arc::new(LocalBus::open(&home)?);
+    subscribe(&bus, &stack, &args.push_github_events)?;
+
+    let fenv = |principal: &str, addr: SocketAddr| {
+        let mut e = env.clone();
+        e.set("PATCHPANDA_BACKEND", "local")
+            .set("PATCHPANDA_HOME", home_path.display().to_string())
+            .set("PATCHPANDA_PRINCIPAL", principal)
+            .set("PORT", addr.port().to_string());
+        e
+    };
+    let apps: Vec<(&str, App)> = vec![
+        ("webhook-ingest", {
+            let e = fenv(names::PRINCIPAL_WEBHOOK_INGEST, addrs[0]);
+            webhook_ingest::app(fconfig(&e, names::PRINCIPAL_WEBHOOK_INGEST)?, e)
+                .await
+                .map_err(|e| Failure(format!("webhook-ingest failed to start: {e}")))?
+        }),
+        ("rotation-worker", {
+            let e = fenv(names::PRINCIPAL_ROTATION_WORKER, addrs[1]);
+            rotation_worker::app(fconfig(&e, names::PRINCIPAL_ROTATION_WORKER)?, e)
+                .await
+                .map_err(|e| Failure(format!("rotation-worker failed to start: {e}")))?
+        }),
+        ("audit-alerter", {
+            let e = fenv(names::PRINCIPAL_AUDIT_ALERTER, addrs[2]);
+            audit_alerter::app(fconfig(&e, names::PRINCIPAL_AUDIT_ALERTER)?, e)
+                .await
+                .map_err(|e| Failure(format!("audit-alerter failed to start: {e}")))?
+        }),
+    ];
+    for ((name, app), listener) in apps.into_iter().zip(listeners) {
+        let rx = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.serve(listener, wait(rx)).await {
+                tracing::error!(function = name, error = %e, "server stopped with an error");
+            }
+        });
+    }
+
+    let issuer = Arc::new(LocalIssuer::open_or_create(&home_path)?);
+    let dispatcher = Dispatcher::new(bus.clone(), issuer.clone());
+    tokio::spawn(dispatcher.run(wait(shutdown.clone())));
+    tokio::spawn(crate::dev_scheduler::run(
+        crate::dev_scheduler::jobs(&stack, config.github_app_id.is_some()),
+        issuer,
+        wait(shutdown),
+    ));
+    Ok(stack)
+}
+
+fn fconfig(env: &Env, principal: &str) -> Result<Config, Failure> {
+    Ok(Config::from_env(env, principal)?)
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Local push subscriptions, mirroring infra/terraform (DESIGN.md, Local wiring).
+fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<(), Failure> {
+    let url = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
+    let mut subs = vec![
+        ("webhook-ingest-rotation", names::TOPIC_ROTATION_EVENTS, url(stack.ingest, "/events/rotation")),
+        ("audit-alerter-rotation", names::TOPIC_ROTATION_EVENTS, url(stack.alerter, "/events/rotation")),
+        ("rotation-worker-secret-events", names::TOPIC_SECRET_EVENTS, url(stack.worker, "/events/secret-manager")),
+        ("audit-alerter-audit-logs", names::TOPIC_AUDIT_LOGS, url(stack.alerter, "/events/audit-log")),
+    ]
+    .into_iter()
+    .map(|(n, t, u)| (n.to_string(), t, u))
+    .collect::<Vec<_>>();
+    for (i, u) in github_events.iter().enumerate() {
+        if url::Url::parse(u).is_err() {
+            return Err(Failure(format!("--push-github-events {u:?} is not a URL")));
+        }
+        subs.push((format!("github-events-push-{}", i + 1), names::TOPIC_GITHUB_EVENTS, u.clone()));
+    }
+    for (name, topic, endpoint) in subs {
+        bus.subscribe(Subscription {
+            name,
+            topic: topic.to_string(),
+            push_endpoint: endpoint,
+            audience: None,
+            max_attempts: 5,
+        })?;
+    }
+    Ok(())
+}
+
+/// First start: a random webhook secret and a fresh App key, both `current`.
+/// Seeded as the rotation worker, the identity that provisions secrets.
+async fn seed(env: &Env, home: &Path) -> Result<(), Failure> {
+    let mut e = env.clone();
+    e.set("PATCHPANDA_BACKEND", "local")
+        .set("PATCHPANDA_HOME", home.display().to_string())
+        .set("PATCHPANDA_PRINCIPAL", names::PRINCIPAL_ROTATION_WORKER);
+    let config = Config::from_env(&e, names::PRINCIPAL_ROTATION_WORKER)?;
+    let b = Backends::open(&config).await?;
+    let store = b.secrets.as_ref();
+    let webhook = config.secret_id(names::WEBHOOK_SECRET);
+    if seed_one(store, &webhook, || {
+        let bytes: [u8; 32] = rand::random();
+        Ok(SecretValue::new(hex::encode(bytes).into_bytes()))
+    })
+    .await?
+    {
+        eprintln!("Seeded {webhook} with a random 32-byte secret.");
+    }
+    let key = config.secret_id(names::GITHUB_PRIVATE_KEY);
+    if seed_one(store, &key, dev_private_key).await? {
+        eprintln!("Seeded {key} with a generated RSA-2048 key (the local stand-in for your App's key).");
+    }
+    let examples = home.join("examples");
+    let ping = examples.join("ping.json");
+    if !ping.exists() {
+        std::fs::create_dir_all(&examples)?;
+        std::fs::write(&ping, PING_EXAMPLE)?;
+    }
+    Ok(())
+}
+
+async fn seed_one(
+    store: &dyn SecretStore,
+    id: &str,
+    make: impl FnOnce() -> Result<SecretValue, Failure>,
+) -> Result<bool, Failure> {
+    match store.create_secret(id).await {
+        Ok(_) => {}
+        Err(Error::AlreadyExists(_)) => {
+            if !store.list_versions(id).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let value = make()?;
+    let v = store.add_version(id, value.expose()).await?;
+    let s = store.get_secret(id).await?;
+    let mut aliases = s.aliases.clone();
+    aliases.insert(names::ALIAS_CURRENT.to_string(), v.number);
+    store.update_secret(id, SecretUpdate { aliases: Some(aliases), annotations: None }, Some(&s.etag)).await?;
+    Ok(true)
+}
+
+fn dev_private_key() -> Result<SecretValue, Failure> {
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .map_err(|_| Failure("cannot generate an RSA key".into()))?;
+    let der = pair.as_der().map_err(|_| Failure("cannot encode the RSA key".into()))?;
+    let pem = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec())));
+    Ok(SecretValue::new(pem.as_bytes().to_vec()))
+}
+
+fn print_banner(s: &Stack) {
+    let home = s.home.display();
+    println!(
+        "PatchPanda Gateway local stack is up (state in {home})
+  webhook-ingest   http://{}   POST /webhook
+  rotation-worker  http://{}
+  audit-alerter    http://{}
+
+Send a signed test delivery (in another terminal):
+  patchpanda webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}/webhook
+See what webhook-ingest published:
+  patchpanda bus messages patchpanda-github-events
+Rotate the webhook secret:
+  patchpanda rotate webhook-secret
+
+Ctrl-C stops the stack; a second start reuses the same state.",
+        s.ingest, s.worker, s.alerter, s.ingest
+    );
+}
+
+const PING_EXAMPLE: &str = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"name":"web","active":true,"events":["push","pull_request"],"config":{"content_type":"json","insecure_ssl":"0","url":"http://127.0.0.1:8080/webhook"}},"sender":{"login":"octocat","id":1,"type":"User"}}
+"#;

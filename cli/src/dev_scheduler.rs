@@ -1,0 +1,94 @@
+//! The local stand-in for Cloud Scheduler: calls the functions' task routes
+//! on their schedules, with the headers and OIDC token Cloud Scheduler sends.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use patchpanda_shared::auth::local::LocalIssuer;
+use patchpanda_shared::names;
+
+use crate::dev::Stack;
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: &'static str,
+    pub url: String,
+    pub body: Option<String>,
+    pub every: Duration,
+}
+
+/// DESIGN.md's jobs: redelivery sweep (every 10 min, only with a GitHub App),
+/// finish (hourly), rotation due-check (daily).
+pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
+    let mut jobs = vec![
+        Job {
+            name: "finish",
+            url: format!("http://{}/tasks/finish", stack.worker),
+            body: None,
+            every: Duration::from_secs(3600),
+        },
+        Job {
+            name: "due-check",
+            url: format!("http://{}/tasks/due-check", stack.worker),
+            body: None,
+            every: Duration::from_secs(86_400),
+        },
+    ];
+    if github_app {
+        jobs.push(Job {
+            name: "redeliver",
+            url: format!("http://{}/tasks/redeliver", stack.ingest),
+            body: None,
+            every: Duration::from_secs(600),
+        });
+    }
+    jobs
+}
+
+pub async fn run(jobs: Vec<Job>, issuer: Arc<LocalIssuer>, shutdown: impl Future<Output = ()> + Send) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().unwrap_or_default();
+    let tasks = jobs.into_iter().map(|job| {
+        let client = client.clone();
+        let issuer = issuer.clone();
+        async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + job.every, job.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                call(&client, &issuer, &job).await;
+            }
+        }
+    });
+    let all = futures::future::join_all(tasks);
+    tokio::select! {
+        _ = all => {}
+        _ = shutdown => {}
+    }
+}
+
+async fn call(client: &reqwest::Client, issuer: &LocalIssuer, job: &Job) {
+    let token = match issuer.mint(&job.url, names::PRINCIPAL_SCHEDULER, Duration::from_secs(300)) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(job = job.name, error = %e, "cannot mint a scheduler token");
+            return;
+        }
+    };
+    let schedule_time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut req = client
+        .post(&job.url)
+        .bearer_auth(token)
+        .header("user-agent", "Google-Cloud-Scheduler")
+        .header("x-cloudscheduler", "true")
+        .header("x-cloudscheduler-jobname", format!("projects/local/locations/local/jobs/{}", job.name))
+        .header("x-cloudscheduler-scheduletime", schedule_time);
+    if let Some(body) = &job.body {
+        req = req.header("content-type", "application/json").body(body.clone());
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => tracing::info!(job = job.name, status = r.status().as_u16(), "scheduled job ran"),
+        Ok(r) => tracing::warn!(job = job.name, status = r.status().as_u16(), "scheduled job failed"),
+        Err(e) => tracing::warn!(job = job.name, error = %e, "scheduled job unreachable"),
+    }
+}

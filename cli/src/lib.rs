@@ -1,0 +1,9 @@
+//! The `patchpanda` operator command as a library, so the end-to-end tests
+//! can start the local stack in-process.
+
+pub mod commands;
+pub mod context;
+pub mod dev;
+pub mod dev_scheduler;
+pub mod logging;
+pub mod output;
