@@ -1,0 +1,253 @@
+//! Delivery bookkeeping: who may push which row when. A dispatcher leases
+//! due rows in one transaction; the lease expires on its own, so a row whose
+//! dispatcher died is retried by whoever polls next (at-least-once).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{
+    DEAD_LETTER_SUFFIX, LocalBus, db_err, immediate, insert_message, published,
+    subscription_resource_name,
+};
+use crate::Result;
+use crate::bus::PublishedMessage;
+
+/// One leased delivery, ready to push.
+#[derive(Debug, Clone)]
+pub(super) struct Claimed {
+    pub subscription: String,
+    pub push_endpoint: String,
+    pub audience: Option<String>,
+    /// 1 for the first attempt (Pub/Sub's deliveryAttempt).
+    pub attempt: u32,
+    pub message_seq: i64,
+    pub message: PublishedMessage,
+}
+
+impl Claimed {
+    pub fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(&self.push_endpoint)
+    }
+}
+
+impl LocalBus {
+    /// Leases up to `limit` due deliveries for `owner` until `lease_until`.
+    /// A row whose attempts are used up (its last lease expired unanswered)
+    /// is dead-lettered instead.
+    pub(super) fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>> {
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        let rows = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT d.subscription, d.message_id, d.attempts, s.max_attempts,
+                            s.push_endpoint, s.audience,
+                            m.data, m.attributes, m.ordering_key, m.publish_time_ms
+                     FROM deliveries d
+                     JOIN subscriptions s ON s.name = d.subscription
+                     JOIN messages m ON m.id = d.message_id
+                     WHERE d.dead_ms IS NULL AND d.due_ms <= ?1
+                       AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)
+                       AND (d.ordering_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM deliveries e
+                           WHERE e.subscription = d.subscription
+                             AND e.ordering_key = d.ordering_key
+                             AND e.dead_ms IS NULL AND e.message_id < d.message_id))
+                     ORDER BY d.due_ms, d.message_id
+                     LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mapped = stmt
+                .query_map(params![now, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Vec<u8>>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            mapped
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db_err)?
+        };
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (sub, seq, attempts, max, endpoint, audience, data, attrs, key, ms) in rows {
+            if attempts >= max {
+                dead_letter(&tx, &sub, seq, attempts, now)?;
+                continue;
+            }
+            tx.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, lease_owner = ?1, lease_until_ms = ?2
+                 WHERE subscription = ?3 AND message_id = ?4",
+                params![owner, lease_until, sub, seq],
+            )
+            .map_err(db_err)?;
+            claimed.push(Claimed {
+                subscription: sub,
+                push_endpoint: endpoint,
+                audience,
+                attempt: attempts + 1,
+                message_seq: seq,
+                message: published(seq, data, &attrs, key, ms)?,
+            });
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(claimed)
+    }
+
+    /// The endpoint acked: the delivery is done, whoever holds the lease now.
+    pub(super) fn ack(&self, subscription: &str, seq: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM deliveries WHERE subscription = ?1 AND message_id = ?2 AND dead_ms IS NULL",
+                params![subscription, seq],
+            )
+            .map_err(db_err)
+            .map(drop)
+    }
+
+    /// The endpoint nacked: retry at `retry_at`, or dead-letter when the
+    /// attempts are used up. Returns true when dead-lettered. A row whose
+    /// lease moved to another dispatcher is left alone.
+    pub(super) fn nack(
+        &self,
+        owner: &str,
+        subscription: &str,
+        seq: i64,
+        now: i64,
+        retry_at: i64,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        let row: Option<(u32, u32)> = tx
+            .query_row(
+                "SELECT d.attempts, s.max_attempts FROM deliveries d
+                 JOIN subscriptions s ON s.name = d.subscription
+                 WHERE d.subscription = ?1 AND d.message_id = ?2
+                   AND d.dead_ms IS NULL AND d.lease_owner = ?3",
+                params![subscription, seq, owner],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let dead = match row {
+            None => false,
+            Some((attempts, max)) if attempts >= max => {
+                dead_letter(&tx, subscription, seq, attempts, now)?;
+                true
+            }
+            Some(_) => {
+                tx.execute(
+                    "UPDATE deliveries SET due_ms = ?1, lease_owner = NULL, lease_until_ms = NULL
+                     WHERE subscription = ?2 AND message_id = ?3",
+                    params![retry_at, subscription, seq],
+                )
+                .map_err(db_err)?;
+                false
+            }
+        };
+        tx.commit().map_err(db_err)?;
+        Ok(dead)
+    }
+
+    /// Gives back this owner's leases (a clean stop) so a restart retries
+    /// them at once instead of after the lease expires.
+    pub(super) fn release(&self, owner: &str) -> Result<usize> {
+        self.conn()
+            .execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until_ms = NULL WHERE lease_owner = ?1",
+                [owner],
+            )
+            .map_err(db_err)
+    }
+
+    /// When the next pending delivery could become due (ms), if any: the
+    /// earliest retry time or lease expiry.
+    pub(super) fn next_due(&self) -> Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT MIN(MAX(due_ms, COALESCE(lease_until_ms, due_ms))) FROM deliveries
+                 WHERE dead_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err)
+    }
+}
+
+/// Marks the delivery dead and copies the message to `<topic>-dead-letter`
+/// with Pub/Sub's dead-letter attributes, so nothing dead-lettered is lost.
+fn dead_letter(
+    tx: &Transaction<'_>,
+    subscription: &str,
+    seq: i64,
+    attempts: u32,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE deliveries SET dead_ms = ?1, lease_owner = NULL, lease_until_ms = NULL
+         WHERE subscription = ?2 AND message_id = ?3",
+        params![now, subscription, seq],
+    )
+    .map_err(db_err)?;
+    let (topic, data, attrs, key, publish_ms): (String, Vec<u8>, String, Option<String>, i64) = tx
+        .query_row(
+            "SELECT topic, data, attributes, ordering_key, publish_time_ms FROM messages WHERE id = ?1",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .map_err(db_err)?;
+    let original = published(seq, data, &attrs, key, publish_ms)?;
+    let mut attributes: BTreeMap<String, String> = original.attributes;
+    attributes.insert(
+        "CloudPubSubDeadLetterSourceSubscription".into(),
+        subscription.to_string(),
+    );
+    attributes.insert(
+        "CloudPubSubDeadLetterSourceSubscriptionProject".into(),
+        super::LOCAL_PROJECT.to_string(),
+    );
+    attributes.insert(
+        "CloudPubSubDeadLetterSourceDeliveryCount".into(),
+        attempts.to_string(),
+    );
+    attributes.insert(
+        "CloudPubSubDeadLetterSourceTopicPublishTime".into(),
+        original
+            .publish_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    let dead_topic = format!("{topic}{DEAD_LETTER_SUFFIX}");
+    let copy = insert_message(
+        tx,
+        &dead_topic,
+        &original.data,
+        &attributes,
+        original.ordering_key.as_deref(),
+        now,
+    )?;
+    tracing::warn!(
+        subscription = %subscription_resource_name(subscription),
+        message_id = seq,
+        attempts,
+        dead_letter_topic = %dead_topic,
+        dead_letter_message_id = copy,
+        "local bus dead-lettered a message after its last delivery attempt"
+    );
+    Ok(())
+}

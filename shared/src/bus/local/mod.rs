@@ -1,0 +1,485 @@
+//! The local durable bus: Pub/Sub's topic and push-subscription model on one
+//! SQLite database under `PATCHPANDA_HOME` (`bus.db`).
+//!
+//! - `publish` commits the message and one delivery row per subscription of
+//!   the topic in one transaction, and returns the id only after the commit,
+//!   so an accepted message survives any crash.
+//! - Topics are created implicitly on first publish (the local stack is
+//!   config-free); subscriptions are created with [`LocalBus::subscribe`] and
+//!   receive messages published after they exist, like Pub/Sub's.
+//! - Topics keep messages for 7 days, delivered or not ([`LocalBus::messages`]).
+//! - The [`Dispatcher`] pushes pending deliveries; several processes may
+//!   share one home because delivery rows are leased in the database.
+
+mod dispatcher;
+mod envelope;
+mod leases;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::bus::{Bus, Message, PublishedMessage};
+use crate::local::Home;
+use crate::local::sqlite_error as db_err;
+use crate::{Error, Result};
+
+pub use dispatcher::Dispatcher;
+pub use envelope::PushEnvelope;
+
+/// How long a topic keeps its messages (Pub/Sub's topic retention we mirror).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Pub/Sub's default `maxDeliveryAttempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The project part of local resource names.
+pub const LOCAL_PROJECT: &str = "local";
+/// Dead-lettered messages are copied to `<topic><DEAD_LETTER_SUFFIX>`.
+pub const DEAD_LETTER_SUFFIX: &str = "-dead-letter";
+/// Pruning is cheap but not free: at most once a minute per process.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    data BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    ordering_key TEXT,
+    publish_time_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_topic ON messages(topic, id);
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages(publish_time_ms);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    push_endpoint TEXT NOT NULL,
+    audience TEXT,
+    max_attempts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_topic ON subscriptions(topic);
+CREATE TABLE IF NOT EXISTS deliveries (
+    subscription TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    ordering_key TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_ms INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until_ms INTEGER,
+    dead_ms INTEGER,
+    PRIMARY KEY (subscription, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_by_due ON deliveries(dead_ms, due_ms);
+CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries(subscription, ordering_key, message_id);
+CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries(message_id);
+";
+
+/// A push subscription of the local bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The subscription id; the envelope names it `projects/local/subscriptions/<name>`.
+    pub name: String,
+    pub topic: String,
+    /// The http(s) URL messages are POSTed to.
+    pub push_endpoint: String,
+    /// The `aud` of the push token; None = the push endpoint (Pub/Sub's default).
+    pub audience: Option<String>,
+    /// Attempts before dead-lettering (Pub/Sub: 5-100, default 5).
+    pub max_attempts: u32,
+}
+
+impl Subscription {
+    pub fn new(
+        name: impl Into<String>,
+        topic: impl Into<String>,
+        push_endpoint: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            topic: topic.into(),
+            push_endpoint: push_endpoint.into(),
+            audience: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The full resource name, as push envelopes carry it.
+    pub fn resource_name(&self) -> String {
+        subscription_resource_name(&self.name)
+    }
+
+    /// The audience push tokens are minted for.
+    pub fn effective_audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(&self.push_endpoint)
+    }
+}
+
+pub fn subscription_resource_name(name: &str) -> String {
+    format!("projects/{LOCAL_PROJECT}/subscriptions/{name}")
+}
+
+/// The local bus. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct LocalBus {
+    conn: Arc<Mutex<Connection>>,
+    /// Wakes this process's dispatcher right after a publish; other
+    /// processes' publishes are found by polling.
+    notify: Arc<Notify>,
+    retention: Duration,
+    last_prune_ms: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBus")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalBus {
+    pub fn open(home: &Home) -> Result<LocalBus> {
+        Self::from_connection(home.db("bus")?)
+    }
+
+    fn from_connection(conn: Connection) -> Result<LocalBus> {
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(LocalBus {
+            conn: Arc::new(Mutex::new(conn)),
+            notify: Arc::new(Notify::new()),
+            retention: DEFAULT_RETENTION,
+            last_prune_ms: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// Overrides the 7-day retention (tests, or a short-lived dev home).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// A topic's retained messages, oldest first.
+    pub fn messages(&self, topic: &str) -> Result<Vec<PublishedMessage>> {
+        validate::resource_id("topic", topic)?;
+        let cutoff = now_ms().saturating_sub(duration_ms(self.retention));
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, data, attributes, ordering_key, publish_time_ms FROM messages
+                 WHERE topic = ?1 AND publish_time_ms >= ?2 ORDER BY id",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![topic, cutoff], published_from_row)
+            .map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)?).collect()
+    }
+
+    /// Creates the subscription, or updates its endpoint, audience and
+    /// attempts. Its topic cannot change (as in Pub/Sub).
+    pub fn subscribe(&self, sub: Subscription) -> Result<()> {
+        validate::resource_id("subscription", &sub.name)?;
+        validate::resource_id("topic", &sub.topic)?;
+        validate::push_endpoint(&sub.push_endpoint)?;
+        if let Some(aud) = &sub.audience
+            && aud.trim().is_empty()
+        {
+            return Err(Error::InvalidArgument(
+                "a push audience, when set, must not be empty".into(),
+            ));
+        }
+        validate::max_attempts(sub.max_attempts)?;
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT topic FROM subscriptions WHERE name = ?1",
+                [&sub.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if let Some(topic) = existing
+            && topic != sub.topic
+        {
+            return Err(Error::AlreadyExists(format!(
+                "subscription {} exists on topic {topic}",
+                sub.name
+            )));
+        }
+        tx.execute(
+            "INSERT INTO subscriptions (name, topic, push_endpoint, audience, max_attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET push_endpoint = excluded.push_endpoint,
+                 audience = excluded.audience, max_attempts = excluded.max_attempts",
+            params![
+                sub.name,
+                sub.topic,
+                sub.push_endpoint,
+                sub.audience,
+                sub.max_attempts
+            ],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, topic, push_endpoint, audience, max_attempts FROM subscriptions
+                 ORDER BY name",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Subscription {
+                    name: r.get(0)?,
+                    topic: r.get(1)?,
+                    push_endpoint: r.get(2)?,
+                    audience: r.get(3)?,
+                    max_attempts: r.get(4)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
+    /// Messages this subscription gave up on, oldest first.
+    pub fn dead_letters(&self, subscription: &str) -> Result<Vec<PublishedMessage>> {
+        validate::resource_id("subscription", subscription)?;
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT m.id, m.data, m.attributes, m.ordering_key, m.publish_time_ms
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.subscription = ?1 AND d.dead_ms IS NOT NULL ORDER BY m.id",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([subscription], published_from_row)
+            .map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)?).collect()
+    }
+
+    /// How many messages this subscription has yet to deliver (in flight included).
+    pub fn pending(&self, subscription: &str) -> Result<usize> {
+        validate::resource_id("subscription", subscription)?;
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE subscription = ?1 AND dead_ms IS NULL",
+                [subscription],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes messages published before `cutoff`, with their deliveries
+    /// (Pub/Sub drops unacked messages past retention too). Returns how many.
+    pub fn prune_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let cutoff_ms = cutoff.timestamp_millis();
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        tx.execute(
+            "DELETE FROM deliveries WHERE message_id IN
+                 (SELECT id FROM messages WHERE publish_time_ms < ?1)",
+            [cutoff_ms],
+        )
+        .map_err(db_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM messages WHERE publish_time_ms < ?1",
+                [cutoff_ms],
+            )
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        self.last_prune_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Prunes past retention, at most once a minute; failures only log,
+    /// since pruning is housekeeping and must not fail a publish.
+    fn maybe_prune(&self) {
+        let now = now_ms();
+        if now - self.last_prune_ms.load(Ordering::Relaxed) < PRUNE_EVERY_MS {
+            return;
+        }
+        self.last_prune_ms.store(now, Ordering::Relaxed);
+        let cutoff = Utc::now() - chrono::Duration::milliseconds(duration_ms(self.retention));
+        match self.prune_older_than(cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "local bus pruned messages past retention"),
+            Err(e) => tracing::warn!(error = %e, "local bus pruning failed"),
+        }
+    }
+
+    fn publish_blocking(&self, topic: &str, message: &Message, now: i64) -> Result<String> {
+        let id = self.commit_message(topic, message, now)?;
+        self.maybe_prune();
+        Ok(id.to_string())
+    }
+
+    fn commit_message(&self, topic: &str, message: &Message, now: i64) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        let id = insert_message(
+            &tx,
+            topic,
+            &message.data,
+            &message.attributes,
+            message.ordering_key.as_deref(),
+            now,
+        )?;
+        tx.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back on drop), so the connection stays usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs blocking database work off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LocalBus) -> Result<T> + Send + 'static,
+    {
+        let bus = self.clone();
+        tokio::task::spawn_blocking(move || f(&bus))
+            .await
+            .map_err(|e| Error::Internal(format!("local bus task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, topic: &str, message: Message) -> Result<String> {
+        validate::resource_id("topic", topic)?;
+        let mut message = message;
+        if message.ordering_key.as_deref() == Some("") {
+            message.ordering_key = None;
+        }
+        validate::message(&message)?;
+        let topic = topic.to_string();
+        let id = self
+            .blocking(move |bus| bus.publish_blocking(&topic, &message, now_ms()))
+            .await?;
+        self.notify.notify_one();
+        Ok(id)
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.blocking(|bus| {
+            bus.conn()
+                .query_row("SELECT COUNT(*) FROM subscriptions", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(db_err)
+                .map(drop)
+        })
+        .await
+    }
+}
+
+/// Inserts a message and a pending delivery for each subscription of its
+/// topic; the caller commits.
+fn insert_message(
+    tx: &Transaction<'_>,
+    topic: &str,
+    data: &[u8],
+    attributes: &BTreeMap<String, String>,
+    ordering_key: Option<&str>,
+    now: i64,
+) -> Result<i64> {
+    let attributes = serde_json::to_string(attributes)
+        .map_err(|e| Error::Internal(format!("encoding attributes: {e}")))?;
+    tx.execute(
+        "INSERT INTO messages (topic, data, attributes, ordering_key, publish_time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![topic, data, attributes, ordering_key, now],
+    )
+    .map_err(db_err)?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO deliveries (subscription, message_id, ordering_key, attempts, due_ms)
+         SELECT name, ?1, ?2, 0, ?3 FROM subscriptions WHERE topic = ?4",
+        params![id, ordering_key, now, topic],
+    )
+    .map_err(db_err)?;
+    Ok(id)
+}
+
+fn published_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PublishedMessage>> {
+    let id: i64 = r.get(0)?;
+    let data: Vec<u8> = r.get(1)?;
+    let attributes: String = r.get(2)?;
+    let ordering_key: Option<String> = r.get(3)?;
+    let publish_ms: i64 = r.get(4)?;
+    Ok(published(id, data, &attributes, ordering_key, publish_ms))
+}
+
+fn published(
+    id: i64,
+    data: Vec<u8>,
+    attributes: &str,
+    ordering_key: Option<String>,
+    publish_ms: i64,
+) -> Result<PublishedMessage> {
+    let attributes = serde_json::from_str(attributes)
+        .map_err(|e| Error::DataLoss(format!("local bus message {id}: bad attributes: {e}")))?;
+    Ok(PublishedMessage {
+        id: id.to_string(),
+        data,
+        attributes,
+        ordering_key,
+        publish_time: millis_to_time(publish_ms),
+    })
+}
+
+fn immediate<'c>(conn: &'c mut Connection) -> Result<Transaction<'c>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+#[cfg(test)]
+mod tests;
