@@ -4,10 +4,12 @@
 //! maps every handler result to the wire in one place ([`HandlerError`]).
 
 pub mod context;
+pub mod decode;
 pub mod error;
 pub mod events;
 pub mod server;
 pub mod shutdown;
+pub mod trace;
 
 use std::future::Future;
 
