@@ -55,6 +55,25 @@ pub mod kms {
     pub const SET_IAM_POLICY: &str = "SetIamPolicy";
 }
 
+/// IAM admin's fully-qualified method names. Note `SetIAMPolicy`, unlike
+/// Secret Manager's and KMS's `SetIamPolicy`.
+pub mod iam {
+    pub const CREATE_SERVICE_ACCOUNT_KEY: &str = "google.iam.admin.v1.CreateServiceAccountKey";
+    pub const UPLOAD_SERVICE_ACCOUNT_KEY: &str = "google.iam.admin.v1.UploadServiceAccountKey";
+    pub const DELETE_SERVICE_ACCOUNT_KEY: &str = "google.iam.admin.v1.DeleteServiceAccountKey";
+    pub const DISABLE_SERVICE_ACCOUNT_KEY: &str = "google.iam.admin.v1.DisableServiceAccountKey";
+    pub const ENABLE_SERVICE_ACCOUNT_KEY: &str = "google.iam.admin.v1.EnableServiceAccountKey";
+    pub const SET_IAM_POLICY: &str = "google.iam.admin.v1.SetIAMPolicy";
+}
+
+/// IAM Service Account Credentials' short method names (Data Access logs).
+pub mod iamcredentials {
+    pub const GENERATE_ACCESS_TOKEN: &str = "GenerateAccessToken";
+    pub const GENERATE_ID_TOKEN: &str = "GenerateIdToken";
+    pub const SIGN_JWT: &str = "SignJwt";
+    pub const SIGN_BLOB: &str = "SignBlob";
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {

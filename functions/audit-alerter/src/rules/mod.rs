@@ -1,0 +1,356 @@
+//! The detections. Each family (one file each) looks at one audit entry and
+//! reports alerts, or changes whose verdict depends on who made them and
+//! whether a rotation was announced; [`Engine`] settles those, keeps the
+//! state the spike and self-check rules need, and applies per-rule settings.
+
+mod denied;
+mod iam_policy;
+mod kms;
+mod secrets;
+mod self_check;
+mod service_accounts;
+mod spikes;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use patchpanda_shared::audit_log::{AuditLog, LogEntry, SERVICE_SECRET_MANAGER};
+use patchpanda_shared::names;
+use patchpanda_shared::notice::RotationNotice;
+
+use crate::alert::{Alert, Rule};
+use crate::entry::{self, KmsName, SecretName};
+use crate::rotations::Rotations;
+use crate::settings::Settings;
+
+pub use spikes::SpikeCounter;
+
+/// One audit entry and what every rule asks of it.
+pub(crate) struct Ctx<'a> {
+    pub settings: &'a Settings,
+    pub entry: &'a LogEntry,
+    pub audit: &'a AuditLog,
+    /// Normalized (see [`crate::settings::normalize_principal`]).
+    pub principal: String,
+    pub time: DateTime<Utc>,
+    pub status: i32,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn method(&self) -> &'a str {
+        self.audit.method_name.as_str()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+
+    /// The gateway's secret this entry is about, if any.
+    pub fn our_secret(&self) -> Option<SecretName<'a>> {
+        if self.audit.service_name != SERVICE_SECRET_MANAGER {
+            return None;
+        }
+        entry::resource_names(self.audit)
+            .filter_map(entry::parse_secret)
+            .find(|s| {
+                s.id.len() > self.settings.secret_prefix.len()
+                    && s.id.starts_with(&self.settings.secret_prefix)
+            })
+    }
+
+    /// The gateway's key ring or key this entry is about, if any.
+    pub fn our_kms(&self) -> Option<KmsName<'a>> {
+        let (ring, key) = (&self.settings.kms_key_ring, &self.settings.kms_key);
+        entry::resource_names(self.audit)
+            .filter_map(entry::parse_kms)
+            .find(|k| k.ring == ring && k.key.is_none_or(|k| k == key))
+    }
+
+    /// The gateway service account this entry is about, if any.
+    pub fn gateway_account(&self) -> Option<String> {
+        if self.settings.gateway_accounts.is_empty() {
+            return None;
+        }
+        entry::service_accounts(self.entry, self.audit)
+            .into_iter()
+            .find(|sa| self.settings.gateway_accounts.contains(sa))
+    }
+
+    /// The logical name of a secret id, for the commands in summaries.
+    pub fn logical<'s>(&self, secret_id: &'s str) -> &'s str {
+        names::logical_name(&self.settings.secret_prefix, secret_id).unwrap_or(secret_id)
+    }
+
+    /// An alert about this entry, with the rule's configured severity and
+    /// the default fingerprint (rule + principal + resource).
+    pub fn alert(&self, rule: Rule, resource: &str, summary: String) -> Alert {
+        let (ip, ua) = entry::caller(self.audit);
+        let mut details = BTreeMap::new();
+        if let Some(ip) = ip {
+            details.insert("callerIp".to_string(), ip.to_string());
+        }
+        if let Some(ua) = ua {
+            details.insert("userAgent".to_string(), ua.to_string());
+        }
+        if let Some(key) = self
+            .audit
+            .authentication_info
+            .as_ref()
+            .and_then(|a| a.service_account_key_name.as_deref())
+        {
+            details.insert("serviceAccountKeyName".to_string(), key.to_string());
+        }
+        details.insert("serviceName".to_string(), self.audit.service_name.clone());
+        if self.status != 0 {
+            details.insert("statusCode".to_string(), self.status.to_string());
+        }
+        make_alert(
+            self.settings,
+            rule,
+            AlertParts {
+                principal: &self.principal,
+                resource,
+                method: self.method(),
+                time: self.time,
+                insert_id: &self.entry.insert_id,
+                log_name: &self.entry.log_name,
+                summary,
+                details,
+            },
+        )
+    }
+}
+
+pub(crate) struct AlertParts<'a> {
+    pub principal: &'a str,
+    pub resource: &'a str,
+    pub method: &'a str,
+    pub time: DateTime<Utc>,
+    pub insert_id: &'a str,
+    pub log_name: &'a str,
+    pub summary: String,
+    pub details: BTreeMap<String, String>,
+}
+
+pub(crate) fn make_alert(settings: &Settings, rule: Rule, p: AlertParts<'_>) -> Alert {
+    let id = if p.insert_id.is_empty() {
+        format!(
+            "{rule}:{}",
+            p.time.timestamp_nanos_opt().unwrap_or_default()
+        )
+    } else {
+        format!("{rule}:{}", p.insert_id)
+    };
+    let link = entry::log_project(p.log_name)
+        .filter(|proj| *proj != "local" && !p.insert_id.is_empty())
+        .map(|proj| logs_link(proj, p.insert_id));
+    Alert {
+        id,
+        rule,
+        severity: settings.severity(rule),
+        summary: p.summary,
+        principal: p.principal.to_string(),
+        resource: p.resource.to_string(),
+        method: p.method.to_string(),
+        time: p.time,
+        insert_id: p.insert_id.to_string(),
+        log_name: p.log_name.to_string(),
+        fingerprint: format!("{rule}|{}|{}", p.principal, p.resource),
+        folded: 0,
+        details: p.details,
+        link,
+        fold_window: None,
+    }
+}
+
+fn logs_link(project: &str, insert_id: &str) -> String {
+    let query: String =
+        url::form_urlencoded::byte_serialize(format!("insertId=\"{insert_id}\"").as_bytes())
+            .collect();
+    let project: String = url::form_urlencoded::byte_serialize(project.as_bytes()).collect();
+    format!("https://console.cloud.google.com/logs/query;query={query}?project={project}")
+}
+
+/// A change to a secret or the key whose verdict depends on who made it.
+pub(crate) struct Change {
+    /// Rotation window key ([`crate::rotations`]).
+    pub key: String,
+    /// The alert for a principal outside the rotators.
+    pub alert: Alert,
+    /// "added version 4 to patchpanda-webhook-secret", for the rotator's alert.
+    pub what: String,
+}
+
+#[derive(Default)]
+pub(crate) struct Found {
+    pub alerts: Vec<Alert>,
+    pub changes: Vec<Change>,
+}
+
+/// A rotator's unannounced change, waiting for a late notice.
+struct Held {
+    key: String,
+    principal: String,
+    time: DateTime<Utc>,
+    release_at: DateTime<Utc>,
+    alert: Alert,
+}
+
+/// Stateful evaluation of entries and notices.
+pub struct Engine {
+    settings: Arc<Settings>,
+    rotations: Rotations,
+    held: Vec<Held>,
+    spikes: spikes::Spikes,
+    self_check: self_check::SelfCheck,
+}
+
+impl Engine {
+    pub fn new(settings: Arc<Settings>, now: DateTime<Utc>) -> Self {
+        Self {
+            rotations: Rotations::new(settings.rotation_grace, settings.rotation_max),
+            held: Vec::new(),
+            spikes: spikes::Spikes::new(&settings),
+            self_check: self_check::SelfCheck::new(now),
+            settings,
+        }
+    }
+
+    /// Alerts raised by one audit entry (before suppression).
+    pub fn audit(&mut self, entry: &LogEntry, now: DateTime<Utc>) -> Vec<Alert> {
+        let Some(audit) = entry.proto_payload.as_ref() else {
+            return Vec::new();
+        };
+        let settings = Arc::clone(&self.settings);
+        let ctx = Ctx {
+            settings: &settings,
+            entry,
+            audit,
+            principal: entry::principal_of(entry),
+            time: entry::entry_time(entry, now),
+            status: entry::status_code(audit),
+        };
+        let mut found = Found::default();
+        secrets::check(&ctx, &mut found);
+        kms::check(&ctx, &mut found);
+        iam_policy::check(&ctx, &mut found);
+        service_accounts::check(&ctx, &mut found);
+        denied::check(&ctx, &mut found);
+        if let Some(secret) = ctx.our_secret() {
+            if entry.is_data_access() {
+                self.self_check.saw_data_access(now);
+            }
+            if ctx.method() == patchpanda_shared::audit_log::sm::ACCESS_SECRET_VERSION
+                && let Some(a) = self.spikes.secret_read(&ctx, secret.id)
+            {
+                found.alerts.push(a);
+            }
+        }
+        for change in found.changes {
+            if let Some(a) = self.settle(change, &ctx.principal, ctx.time, now) {
+                found.alerts.push(a);
+            }
+        }
+        found.alerts.retain(|a| settings.enabled(a.rule));
+        found.alerts
+    }
+
+    /// A webhook-ingest `signature_rejected` entry.
+    pub fn signature_rejected(&mut self, entry: &LogEntry, now: DateTime<Utc>) -> Vec<Alert> {
+        let time = entry::entry_time(entry, now);
+        self.spikes
+            .signature_rejected(&self.settings, entry, time)
+            .into_iter()
+            .filter(|a| self.settings.enabled(a.rule))
+            .collect()
+    }
+
+    /// Records a rotation notice; held changes it covers are dropped.
+    pub fn notice(&mut self, notice: &RotationNotice) {
+        let key = Rotations::key_of(&self.settings, &notice.secret);
+        self.rotations.record(key, notice);
+        let rotations = &self.rotations;
+        self.held.retain(|h| {
+            let covered = rotations.covers(&h.key, &h.principal, h.time);
+            if covered {
+                tracing::debug!(rule = %h.alert.rule, resource = %h.alert.resource, "a late rotation notice covers a held change");
+            }
+            !covered
+        });
+    }
+
+    /// Time-driven alerts: held changes no notice covered, and the Data
+    /// Access self-check.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let rotations = &self.rotations;
+        let mut keep = Vec::with_capacity(self.held.len());
+        for h in self.held.drain(..) {
+            if rotations.covers(&h.key, &h.principal, h.time) {
+                continue;
+            }
+            if h.release_at <= now {
+                out.push(h.alert);
+            } else {
+                keep.push(h);
+            }
+        }
+        self.held = keep;
+        self.rotations.prune(now);
+        if self.settings.enabled(Rule::DataAccessSilent)
+            && let Some(a) = self.self_check.check(&self.settings, now)
+        {
+            out.push(a);
+        }
+        out.retain(|a| self.settings.enabled(a.rule));
+        out
+    }
+
+    /// How many changes wait for a rotation notice.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn settle(
+        &mut self,
+        change: Change,
+        principal: &str,
+        time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Alert> {
+        if !self.settings.rotators.contains(principal) {
+            return Some(change.alert);
+        }
+        if self.rotations.covers(&change.key, principal, time) {
+            tracing::debug!(resource = %change.alert.resource, %principal, "change inside an announced rotation");
+            return None;
+        }
+        let mut alert = change.alert;
+        alert.rule = Rule::RotatorOutsideRotation;
+        alert.severity = self.settings.severity(Rule::RotatorOutsideRotation);
+        alert.id = format!("{}:{}", Rule::RotatorOutsideRotation, alert.insert_id);
+        alert.fingerprint = format!(
+            "{}|{}|{}",
+            Rule::RotatorOutsideRotation,
+            alert.principal,
+            alert.resource
+        );
+        alert.summary = format!(
+            "{principal} (a rotator) {} with no rotation announced on patchpanda-rotation-events; check the rotation-worker's logs and `patchpanda status`",
+            change.what
+        );
+        let hold = TimeDelta::from_std(self.settings.announce_hold).unwrap_or_default();
+        if hold.is_zero() {
+            return Some(alert);
+        }
+        self.held.push(Held {
+            key: change.key,
+            principal: principal.to_string(),
+            time,
+            release_at: now + hold,
+            alert,
+        });
+        None
+    }
+}

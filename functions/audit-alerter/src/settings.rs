@@ -1,0 +1,647 @@
+//! The alerter's settings: shared [`Config`] (readers, rotators, names) plus
+//! its own environment variables and an optional TOML file
+//! (`PATCHPANDA_ALERTER_CONFIG`). Lists from the file and the environment are
+//! joined; for single values the environment wins, so a deployment can
+//! override a checked-in file without editing it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use patchpanda_shared::SecretValue;
+use patchpanda_shared::config::{Config, ConfigError, Env};
+use patchpanda_shared::names;
+use serde::Deserialize;
+
+use crate::alert::{Rule, Severity};
+
+pub const ENV_CONFIG: &str = "PATCHPANDA_ALERTER_CONFIG";
+pub const ENV_SUPPRESS_WINDOW: &str = "PATCHPANDA_ALERT_SUPPRESS_WINDOW";
+pub const ENV_GATEWAY_ACCOUNTS: &str = "PATCHPANDA_GATEWAY_SERVICE_ACCOUNTS";
+pub const ENV_DATA_ACCESS_SILENCE: &str = "PATCHPANDA_ALERT_DATA_ACCESS_SILENCE";
+pub const ENV_DISABLED_RULES: &str = "PATCHPANDA_ALERT_DISABLED_RULES";
+pub const ENV_SLACK_URL: &str = "PATCHPANDA_ALERT_SLACK_WEBHOOK_URL";
+pub const ENV_PAGERDUTY_KEY: &str = "PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY";
+pub const ENV_PAGERDUTY_URL: &str = "PATCHPANDA_ALERT_PAGERDUTY_URL";
+pub const ENV_WEBHOOK_URL: &str = "PATCHPANDA_ALERT_WEBHOOK_URL";
+pub const ENV_WEBHOOK_SECRET: &str = "PATCHPANDA_ALERT_WEBHOOK_SECRET";
+
+pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// Identities, compared case-insensitively and without the `user:` /
+/// `serviceAccount:` prefixes IAM members carry. `*@domain` matches a domain.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSet {
+    exact: HashSet<String>,
+    domains: Vec<String>,
+}
+
+impl PrincipalSet {
+    pub fn new<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
+        let mut set = Self::default();
+        set.extend(items);
+        set
+    }
+
+    pub fn extend<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) {
+        for item in items {
+            let p = normalize_principal(item.as_ref());
+            if p.is_empty() {
+                continue;
+            }
+            if let Some(domain) = p.strip_prefix('*') {
+                self.domains.push(domain.to_string());
+            } else {
+                self.exact.insert(p);
+            }
+        }
+    }
+
+    /// `principal` must already be normalized (see [`normalize_principal`]).
+    pub fn contains(&self, principal: &str) -> bool {
+        self.exact.contains(principal) || self.domains.iter().any(|d| principal.ends_with(d))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.domains.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.domains.len()
+    }
+}
+
+/// Lower-cased, without an IAM member-type prefix.
+pub fn normalize_principal(p: &str) -> String {
+    let p = p.trim();
+    let p = p
+        .strip_prefix("serviceAccount:")
+        .or_else(|| p.strip_prefix("user:"))
+        .unwrap_or(p);
+    p.to_ascii_lowercase()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleSettings {
+    pub enabled: bool,
+    pub severity: Option<Severity>,
+    /// Folding window for this rule; None = the global suppress window.
+    pub suppress_window: Option<Duration>,
+}
+
+/// "More than `factor` times its own recent rate, and at least `min_count`".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpikeSettings {
+    /// The window counted against the baseline.
+    pub window: Duration,
+    /// How much history before `window` makes the baseline.
+    pub baseline: Duration,
+    pub factor: f64,
+    pub min_count: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// How long a push waits for sinks before it is acknowledged anyway;
+    /// slower deliveries go on in the background.
+    pub ack_wait: Duration,
+    /// Attempts per sink per alert, the first included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Per HTTP request.
+    pub timeout: Duration,
+}
+
+/// Where alerts go besides the log and `patchpanda-alerts`. The Slack and
+/// webhook URLs carry their own credentials, so they are kept as secrets too.
+#[derive(Debug, Clone, Default)]
+pub struct SinkSettings {
+    pub slack_url: Option<SecretValue>,
+    pub pagerduty_routing_key: Option<SecretValue>,
+    pub pagerduty_url: String,
+    pub webhook_url: Option<SecretValue>,
+    /// Signs the generic webhook's body (HMAC-SHA256), when set.
+    pub webhook_secret: Option<SecretValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub project: String,
+    pub secret_prefix: String,
+    pub kms_key_ring: String,
+    pub kms_key: String,
+    pub readers: PrincipalSet,
+    pub rotators: PrincipalSet,
+    /// Normalized emails or unique ids of the gateway's service accounts.
+    pub gateway_accounts: PrincipalSet,
+    /// Who may mint tokens for the gateway's accounts besides themselves.
+    pub token_minters: PrincipalSet,
+    pub rules: BTreeMap<Rule, RuleSettings>,
+    pub suppress_window: Duration,
+    pub read_spike: SpikeSettings,
+    pub signature_spike: SpikeSettings,
+    /// No Data Access entry for the secrets for this long -> a warning.
+    pub data_access_max_silence: Duration,
+    /// After a rotation ends, its late audit entries still count as announced.
+    pub rotation_grace: Duration,
+    /// A rotation never announced as ended stops covering changes after this.
+    pub rotation_max: Duration,
+    /// How long a rotator change waits for a notice that arrives after it.
+    pub announce_hold: Duration,
+    /// How many logName+insertId keys are remembered for deduplication.
+    pub dedup_capacity: usize,
+    pub delivery: DeliverySettings,
+    pub sinks: SinkSettings,
+}
+
+impl Settings {
+    /// Defaults for `config`, with no file and no alerter variables.
+    pub fn defaults(config: &Config) -> Self {
+        let gateway_accounts = if config.is_local() {
+            PrincipalSet::new([
+                names::PRINCIPAL_WEBHOOK_INGEST,
+                names::PRINCIPAL_ROTATION_WORKER,
+                names::PRINCIPAL_AUDIT_ALERTER,
+            ])
+        } else {
+            PrincipalSet::default()
+        };
+        Self {
+            project: config.project().to_string(),
+            secret_prefix: config.secret_prefix.clone(),
+            kms_key_ring: config.kms_key_ring.clone(),
+            kms_key: config.kms_key.clone(),
+            readers: PrincipalSet::new(&config.reader_principals),
+            rotators: PrincipalSet::new(&config.rotator_principals),
+            gateway_accounts,
+            token_minters: PrincipalSet::default(),
+            rules: Rule::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        RuleSettings {
+                            enabled: true,
+                            severity: None,
+                            suppress_window: None,
+                        },
+                    )
+                })
+                .collect(),
+            suppress_window: Duration::from_secs(600),
+            read_spike: SpikeSettings {
+                window: Duration::from_secs(300),
+                baseline: Duration::from_secs(3600),
+                factor: 5.0,
+                min_count: 30,
+            },
+            signature_spike: SpikeSettings {
+                window: Duration::from_secs(300),
+                baseline: Duration::from_secs(3600),
+                factor: 5.0,
+                min_count: 20,
+            },
+            data_access_max_silence: Duration::from_secs(6 * 3600),
+            rotation_grace: Duration::from_secs(300),
+            rotation_max: Duration::from_secs(2 * 3600),
+            announce_hold: Duration::from_secs(120),
+            dedup_capacity: 100_000,
+            delivery: DeliverySettings {
+                ack_wait: Duration::from_secs(5),
+                attempts: 4,
+                backoff: Duration::from_millis(500),
+                backoff_max: Duration::from_secs(10),
+                timeout: Duration::from_secs(5),
+            },
+            sinks: SinkSettings {
+                pagerduty_url: DEFAULT_PAGERDUTY_URL.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Defaults, then the TOML file, then the environment.
+    pub fn from_env(config: &Config, env: &Env) -> Result<Self, ConfigError> {
+        let mut s = Self::defaults(config);
+        if let Some(path) = env.get(ENV_CONFIG) {
+            let file = FileSettings::read(Path::new(path.trim()))?;
+            file.apply(&mut s)?;
+        }
+        s.apply_env(env)?;
+        Ok(s)
+    }
+
+    fn apply_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        self.suppress_window = env.duration_or(ENV_SUPPRESS_WINDOW, self.suppress_window)?;
+        self.data_access_max_silence =
+            env.duration_or(ENV_DATA_ACCESS_SILENCE, self.data_access_max_silence)?;
+        self.gateway_accounts.extend(env.list(ENV_GATEWAY_ACCOUNTS));
+        for id in env.list(ENV_DISABLED_RULES) {
+            let rule: Rule = id
+                .parse()
+                .map_err(|_| ConfigError::new(ENV_DISABLED_RULES, &rule_list(), &id))?;
+            if let Some(r) = self.rules.get_mut(&rule) {
+                r.enabled = false;
+            }
+        }
+        if let Some(url) = env.get(ENV_SLACK_URL) {
+            self.sinks.slack_url = Some(secret_url(ENV_SLACK_URL, url)?);
+        }
+        if let Some(url) = env.get(ENV_WEBHOOK_URL) {
+            self.sinks.webhook_url = Some(secret_url(ENV_WEBHOOK_URL, url)?);
+        }
+        if let Some(key) = env.get(ENV_PAGERDUTY_KEY) {
+            self.sinks.pagerduty_routing_key = Some(SecretValue::from(key.trim().to_string()));
+        }
+        if let Some(secret) = env.get(ENV_WEBHOOK_SECRET) {
+            self.sinks.webhook_secret = Some(SecretValue::from(secret.to_string()));
+        }
+        if let Some(url) = env.get(ENV_PAGERDUTY_URL) {
+            // Not a secret: the key travels in the body, not the URL.
+            match url::Url::parse(url.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    self.sinks.pagerduty_url = url.trim().to_string()
+                }
+                _ => return Err(ConfigError::new(ENV_PAGERDUTY_URL, "an http(s) URL", url)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `rule` runs at all.
+    pub fn enabled(&self, rule: Rule) -> bool {
+        self.rules.get(&rule).is_none_or(|r| r.enabled)
+    }
+
+    pub fn severity(&self, rule: Rule) -> Severity {
+        self.rules
+            .get(&rule)
+            .and_then(|r| r.severity)
+            .unwrap_or_else(|| rule.default_severity())
+    }
+
+    pub fn window_for(&self, rule: Rule) -> Duration {
+        self.rules
+            .get(&rule)
+            .and_then(|r| r.suppress_window)
+            .unwrap_or(self.suppress_window)
+    }
+}
+
+fn rule_list() -> String {
+    let ids: Vec<&str> = Rule::ALL.iter().map(|r| r.id()).collect();
+    format!("rule ids from: {}", ids.join(", "))
+}
+
+/// Validates a URL that embeds a credential without ever echoing it.
+fn secret_url(var: &str, url: &str) -> Result<SecretValue, ConfigError> {
+    match url::Url::parse(url.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(SecretValue::from(url.trim().to_string()))
+        }
+        _ => Err(ConfigError::missing(
+            var,
+            "an http(s) URL (value not shown: it may hold a token)",
+        )),
+    }
+}
+
+/// The TOML file, as written. Unknown keys are errors: a misspelled rule
+/// that silently does nothing is worse than a refused start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    suppress_window: Option<String>,
+    data_access_max_silence: Option<String>,
+    rotation_grace: Option<String>,
+    rotation_max: Option<String>,
+    announce_hold: Option<String>,
+    dedup_capacity: Option<usize>,
+    #[serde(default)]
+    reader_principals: Vec<String>,
+    #[serde(default)]
+    rotator_principals: Vec<String>,
+    #[serde(default)]
+    gateway_service_accounts: Vec<String>,
+    #[serde(default)]
+    token_minters: Vec<String>,
+    delivery: Option<FileDelivery>,
+    #[serde(default)]
+    rules: BTreeMap<String, FileRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    ack_wait: Option<String>,
+    attempts: Option<u32>,
+    backoff: Option<String>,
+    backoff_max: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    enabled: Option<bool>,
+    severity: Option<String>,
+    suppress_window: Option<String>,
+    // Thresholds, for the spike rules only.
+    window: Option<String>,
+    baseline: Option<String>,
+    factor: Option<f64>,
+    min_count: Option<u64>,
+}
+
+impl FileSettings {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(ENV_CONFIG, &format!("a readable TOML file ({e})"), &shown)
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let first = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!(" at line {line}")
+                })
+                .unwrap_or_default();
+            ConfigError::new(
+                ENV_CONFIG,
+                &format!("valid alerter settings: {first}{at}"),
+                &shown,
+            )
+        })
+    }
+
+    fn apply(self, s: &mut Settings) -> Result<(), ConfigError> {
+        let dur = |field: &str, v: &Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(d),
+                Some(text) => humantime::parse_duration(text.trim()).map_err(|_| {
+                    ConfigError::new(
+                        ENV_CONFIG,
+                        &format!("{field} as a duration such as 90s, 15m or 1h"),
+                        text,
+                    )
+                }),
+            }
+        };
+        s.suppress_window = dur("suppress_window", &self.suppress_window, s.suppress_window)?;
+        s.data_access_max_silence = dur(
+            "data_access_max_silence",
+            &self.data_access_max_silence,
+            s.data_access_max_silence,
+        )?;
+        s.rotation_grace = dur("rotation_grace", &self.rotation_grace, s.rotation_grace)?;
+        s.rotation_max = dur("rotation_max", &self.rotation_max, s.rotation_max)?;
+        s.announce_hold = dur("announce_hold", &self.announce_hold, s.announce_hold)?;
+        if let Some(n) = self.dedup_capacity {
+            s.dedup_capacity = n.max(1);
+        }
+        s.readers.extend(&self.reader_principals);
+        s.rotators.extend(&self.rotator_principals);
+        s.gateway_accounts.extend(&self.gateway_service_accounts);
+        s.token_minters.extend(&self.token_minters);
+        if let Some(d) = &self.delivery {
+            s.delivery.ack_wait = dur("delivery.ack_wait", &d.ack_wait, s.delivery.ack_wait)?;
+            s.delivery.backoff = dur("delivery.backoff", &d.backoff, s.delivery.backoff)?;
+            s.delivery.backoff_max = dur(
+                "delivery.backoff_max",
+                &d.backoff_max,
+                s.delivery.backoff_max,
+            )?;
+            s.delivery.timeout = dur("delivery.timeout", &d.timeout, s.delivery.timeout)?;
+            if let Some(a) = d.attempts {
+                s.delivery.attempts = a.clamp(1, 20);
+            }
+        }
+        for (id, fr) in &self.rules {
+            let rule: Rule = id.parse().map_err(|_| {
+                ConfigError::new(ENV_CONFIG, &format!("[rules.*] {}", rule_list()), id)
+            })?;
+            let entry = s.rules.entry(rule).or_insert(RuleSettings {
+                enabled: true,
+                severity: None,
+                suppress_window: None,
+            });
+            if let Some(e) = fr.enabled {
+                entry.enabled = e;
+            }
+            if let Some(sev) = &fr.severity {
+                entry.severity = Some(sev.parse().map_err(|_| {
+                    ConfigError::new(ENV_CONFIG, &format!("rules.{id}.severity as P0..P3"), sev)
+                })?);
+            }
+            if fr.suppress_window.is_some() {
+                entry.suppress_window = Some(dur(
+                    &format!("rules.{id}.suppress_window"),
+                    &fr.suppress_window,
+                    s.suppress_window,
+                )?);
+            }
+            let thresholds = fr.window.is_some()
+                || fr.baseline.is_some()
+                || fr.factor.is_some()
+                || fr.min_count.is_some();
+            let spike = match rule {
+                Rule::SecretReadSpike => Some(&mut s.read_spike),
+                Rule::SignatureFailureSpike => Some(&mut s.signature_spike),
+                Rule::DataAccessSilent => {
+                    s.data_access_max_silence = dur(
+                        &format!("rules.{id}.window"),
+                        &fr.window,
+                        s.data_access_max_silence,
+                    )?;
+                    if fr.baseline.is_some() || fr.factor.is_some() || fr.min_count.is_some() {
+                        return Err(ConfigError::new(
+                            ENV_CONFIG,
+                            "rules.data-access-silent to take only enabled, severity, suppress_window, window",
+                            id,
+                        ));
+                    }
+                    None
+                }
+                _ if thresholds => {
+                    return Err(ConfigError::new(
+                        ENV_CONFIG,
+                        "window/baseline/factor/min_count only on secret-read-spike, signature-failure-spike (and window on data-access-silent)",
+                        id,
+                    ));
+                }
+                _ => None,
+            };
+            if let Some(sp) = spike {
+                sp.window = dur(&format!("rules.{id}.window"), &fr.window, sp.window)?;
+                sp.baseline = dur(&format!("rules.{id}.baseline"), &fr.baseline, sp.baseline)?;
+                if let Some(f) = fr.factor {
+                    if !(f.is_finite() && f >= 1.0) {
+                        return Err(ConfigError::new(
+                            ENV_CONFIG,
+                            &format!("rules.{id}.factor as a number >= 1"),
+                            &f.to_string(),
+                        ));
+                    }
+                    sp.factor = f;
+                }
+                if let Some(m) = fr.min_count {
+                    sp.min_count = m.max(1);
+                }
+                if sp.window.is_zero() || sp.baseline.is_zero() {
+                    return Err(ConfigError::new(
+                        ENV_CONFIG,
+                        &format!("rules.{id}.window and baseline above zero"),
+                        "0s",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Config {
+        Config::from_env(&Env::default(), names::PRINCIPAL_AUDIT_ALERTER).unwrap()
+    }
+
+    #[test]
+    fn local_defaults_know_the_local_identities() {
+        let s = Settings::from_env(&local(), &Env::default()).unwrap();
+        assert!(s.readers.contains("webhook-ingest@patchpanda.local"));
+        assert!(!s.readers.contains("operator@patchpanda.local"));
+        assert!(s.rotators.contains("rotation-worker@patchpanda.local"));
+        assert!(
+            s.gateway_accounts
+                .contains("webhook-ingest@patchpanda.local")
+        );
+        assert_eq!(s.suppress_window, Duration::from_secs(600));
+        assert!(s.sinks.slack_url.is_none());
+        assert_eq!(s.sinks.pagerduty_url, DEFAULT_PAGERDUTY_URL);
+        assert!(Rule::ALL.iter().all(|r| s.enabled(*r)));
+    }
+
+    #[test]
+    fn principals_compare_without_member_prefixes() {
+        let set = PrincipalSet::new([
+            "serviceAccount:Gw@P.iam.gserviceaccount.com",
+            "*@corp.example",
+        ]);
+        assert!(set.contains(&normalize_principal("gw@p.iam.gserviceaccount.com")));
+        assert!(set.contains(&normalize_principal("user:alice@corp.example")));
+        assert!(!set.contains(&normalize_principal("mallory@evil.example")));
+    }
+
+    #[test]
+    fn file_and_env_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerter.toml");
+        std::fs::write(
+            &path,
+            r#"
+suppress_window = "1m"
+reader_principals = ["ci@proj.iam.gserviceaccount.com"]
+gateway_service_accounts = ["gw@proj.iam.gserviceaccount.com"]
+[delivery]
+attempts = 2
+[rules.permission-denied]
+severity = "P3"
+suppress_window = "30m"
+[rules.secret-read-spike]
+factor = 3.0
+min_count = 5
+window = "1m"
+[rules.sa-key-used]
+enabled = false
+"#,
+        )
+        .unwrap();
+        let env = Env::from_pairs([
+            (ENV_CONFIG, path.to_str().unwrap()),
+            (ENV_SUPPRESS_WINDOW, "2m"),
+            (ENV_GATEWAY_ACCOUNTS, "other@proj.iam.gserviceaccount.com"),
+            (ENV_DISABLED_RULES, "token-minted"),
+            (ENV_PAGERDUTY_KEY, "0123456789abcdef0123456789abcdef"),
+        ]);
+        let s = Settings::from_env(&local(), &env).unwrap();
+        assert_eq!(s.suppress_window, Duration::from_secs(120), "env wins");
+        assert!(s.readers.contains("ci@proj.iam.gserviceaccount.com"));
+        assert!(s.readers.contains("webhook-ingest@patchpanda.local"));
+        assert!(
+            s.gateway_accounts
+                .contains("gw@proj.iam.gserviceaccount.com")
+        );
+        assert!(
+            s.gateway_accounts
+                .contains("other@proj.iam.gserviceaccount.com")
+        );
+        assert_eq!(s.delivery.attempts, 2);
+        assert_eq!(s.severity(Rule::PermissionDenied), Severity::P3);
+        assert_eq!(
+            s.window_for(Rule::PermissionDenied),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(s.window_for(Rule::SecretDeleted), Duration::from_secs(120));
+        assert_eq!(s.read_spike.factor, 3.0);
+        assert_eq!(s.read_spike.min_count, 5);
+        assert_eq!(s.read_spike.window, Duration::from_secs(60));
+        assert!(!s.enabled(Rule::SaKeyUsed));
+        assert!(!s.enabled(Rule::TokenMinted));
+        assert!(s.enabled(Rule::SecretDeleted));
+        let key = s.sinks.pagerduty_routing_key.as_ref().unwrap();
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "Debug must not show the key"
+        );
+        assert_eq!(key.len(), 32);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = [
+            "[rules.no-such-rule]\nenabled = false\n",
+            "[rules.secret-deleted]\nseverity = \"P9\"\n",
+            "[rules.secret-deleted]\nfactor = 2.0\n",
+            "surprise = 1\n",
+            "suppress_window = \"soon\"\n",
+            "[rules.secret-read-spike]\nfactor = 0.5\n",
+        ];
+        for (i, text) in bad.iter().enumerate() {
+            let path = dir.path().join(format!("{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+            let err = Settings::from_env(&local(), &env).unwrap_err();
+            assert_eq!(err.variable, ENV_CONFIG, "{text}: {err}");
+        }
+        let missing = Env::from_pairs([(ENV_CONFIG, "/nonexistent/alerter.toml")]);
+        assert_eq!(
+            Settings::from_env(&local(), &missing).unwrap_err().variable,
+            ENV_CONFIG
+        );
+        let err = Settings::from_env(
+            &local(),
+            &Env::from_pairs([(ENV_SLACK_URL, "not a url with hooks-token-123")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, ENV_SLACK_URL);
+        assert!(!err.to_string().contains("hooks-token-123"));
+        let err = Settings::from_env(
+            &local(),
+            &Env::from_pairs([(ENV_DISABLED_RULES, "secret-deleted,bogus")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, ENV_DISABLED_RULES);
+    }
+}
