@@ -1,1 +1,11 @@
-//! (being written)
+//! GitHub, as the App sees it: webhook signatures (HMAC-SHA256, constant
+//! time), the App's JWT (RS256), and the REST calls the gateway makes as the
+//! App (hook config, deliveries, installation tokens).
+
+pub mod app_jwt;
+pub mod client;
+pub mod error;
+pub mod signature;
+
+pub use client::{AppInfo, DeliveryPage, GitHubApp, HookConfig, HookDelivery, RateLimit};
+pub use error::GitHubError;
