@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the database is polled for messages other processes published.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a stop waits for pushes in flight before abandoning them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Tokens are reused until this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -92,8 +94,9 @@ impl Dispatcher {
         self
     }
 
-    /// Delivers until `shutdown` completes. On shutdown, pushes in flight are
-    /// abandoned and their leases given back, so the next start retries them.
+    /// Delivers until `shutdown` completes. On shutdown, pushes in flight get
+    /// [`SHUTDOWN_GRACE`] to finish; the rest are abandoned and their leases
+    /// given back, so the next start retries them at once.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let this = Arc::new(self);
         let mut in_flight: JoinSet<()> = JoinSet::new();
@@ -125,8 +128,13 @@ impl Dispatcher {
                 }
             }
         }
-        in_flight.abort_all();
-        while in_flight.join_next().await.is_some() {}
+        // Let pushes that are about to answer record their ack, but do not
+        // hold a stop for a full ack deadline: the rest are retried later.
+        let drain = async { while in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+        }
         let owner = this.owner.clone();
         if let Err(e) = this.bus.blocking(move |bus| bus.release(&owner)).await {
             tracing::warn!(error = %e, "local bus: could not release leases; they expire on their own");
