@@ -1,1 +1,607 @@
-//! (being written)
+//! The backend contract: one set of behavioural checks, written once against
+//! `&dyn SecretStore` and `&dyn Kms`, run against the local backends and
+//! against the gcp backends over in-memory fakes of Secret Manager and Cloud
+//! KMS (stub implementations that follow the services' documented
+//! semantics), and against real GCP when asked to:
+//!
+//! PATCHPANDA_LIVE_GCP_PROJECT=my-project [PATCHPANDA_LIVE_KMS_KEY=projects/.../cryptoKeys/K] \
+//!   cargo test -p patchpanda-shared --test it contract -- --nocapture
+
+mod fake_kms;
+mod fake_secret_manager;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use patchpanda_shared::Error;
+use patchpanda_shared::kms::gcp::GcpKms;
+use patchpanda_shared::kms::local::LocalKms;
+use patchpanda_shared::kms::{KeyVersionState, Kms};
+use patchpanda_shared::local::Home;
+use patchpanda_shared::secrets::gcp::GcpSecretStore;
+use patchpanda_shared::secrets::local::LocalSecretStore;
+use patchpanda_shared::secrets::{
+    SecretStore, SecretUpdate, StateChange, VersionRef, VersionState,
+};
+
+use fake_kms::FakeKms;
+use fake_secret_manager::FakeSecretManager;
+
+const PRINCIPAL: &str = "test@patchpanda.local";
+const KEY_NAME: &str =
+    "projects/p1/locations/us-central1/keyRings/patchpanda-keys/cryptoKeys/patchpanda-crypto-key";
+
+/// Asserts that a result failed with the given error variant.
+macro_rules! assert_err {
+    ($result:expr, $variant:ident) => {{
+        match $result {
+            Err(Error::$variant(_)) => {}
+            other => panic!(
+                "{}: expected {}, got {:?}",
+                stringify!($result),
+                stringify!($variant),
+                other.map(|_| "Ok(..)")
+            ),
+        }
+    }};
+}
+
+fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+}
+
+/// Secret Manager's behaviour as the gateway relies on it. Works in a
+/// namespace of secret ids starting with `prefix` (other secrets may exist)
+/// and deletes everything it created.
+async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
+    let a = format!("{prefix}a");
+    let b = format!("{prefix}b");
+    let c = format!("{prefix}c");
+
+    // Nothing there yet.
+    assert_err!(store.get_secret(&a).await, NotFound);
+    assert_err!(store.access(&a, &VersionRef::Latest).await, NotFound);
+    assert_err!(store.add_version(&a, b"x").await, NotFound);
+    assert_err!(store.list_versions(&a).await, NotFound);
+
+    // Create, and create again.
+    let created = store.create_secret(&a).await.unwrap();
+    assert_eq!(created.id, a);
+    assert!(created.aliases.is_empty());
+    assert!(created.annotations.is_empty());
+    assert!(!created.etag.is_empty());
+    assert_err!(store.create_secret(&a).await, AlreadyExists);
+    assert_err!(store.create_secret("bad/id").await, InvalidArgument);
+    store.create_secret(&c).await.unwrap();
+    store.create_secret(&b).await.unwrap();
+
+    // Listing is complete (across pages) and sorted by id.
+    let listed: Vec<String> = store
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .filter(|id| id.starts_with(prefix))
+        .collect();
+    assert_eq!(listed, vec![a.clone(), b.clone(), c.clone()]);
+
+    // A secret with no versions has no `latest`.
+    assert_err!(store.access(&a, &VersionRef::Latest).await, NotFound);
+    assert!(store.list_versions(&a).await.unwrap().is_empty());
+
+    // Versions are numbered from 1, enabled, binary-safe.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let v1 = store.add_version(&a, b"one").await.unwrap();
+    let v2 = store.add_version(&a, &binary).await.unwrap();
+    let v3 = store.add_version(&a, b"three").await.unwrap();
+    assert_eq!((v1.secret.as_str(), v1.number), (a.as_str(), 1));
+    assert_eq!((v2.number, v3.number), (2, 3));
+    assert!(
+        [&v1, &v2, &v3]
+            .iter()
+            .all(|v| v.state == VersionState::Enabled)
+    );
+    assert!(v1.create_time <= v2.create_time && v2.create_time <= v3.create_time);
+    assert!(v1.destroy_time.is_none());
+    assert_err!(store.add_version(&a, b"").await, InvalidArgument);
+    assert_err!(
+        store.add_version(&a, &vec![7u8; 64 * 1024 + 1]).await,
+        InvalidArgument
+    );
+
+    // Access by number and `latest`.
+    let one = store.access(&a, &VersionRef::Number(1)).await.unwrap();
+    assert_eq!(one.value.expose(), b"one");
+    assert_eq!(one.version.number, 1);
+    assert_eq!(one.version.state, VersionState::Enabled);
+    assert_eq!(one.version.create_time, v1.create_time);
+    let two = store.access(&a, &VersionRef::Number(2)).await.unwrap();
+    assert_eq!(two.value.expose(), &binary[..]);
+    let latest = store.access(&a, &VersionRef::Latest).await.unwrap();
+    assert_eq!(
+        (latest.version.number, latest.value.expose()),
+        (3, &b"three"[..])
+    );
+    assert_eq!(
+        store
+            .get_version(&a, &VersionRef::Latest)
+            .await
+            .unwrap()
+            .number,
+        3
+    );
+    assert_err!(store.access(&a, &VersionRef::Number(99)).await, NotFound);
+    assert_err!(
+        store.get_version(&a, &VersionRef::Number(99)).await,
+        NotFound
+    );
+    assert_err!(
+        store.access(&a, &VersionRef::alias("current")).await,
+        NotFound
+    );
+
+    // Aliases, guarded by the etag.
+    let before = store.get_secret(&a).await.unwrap();
+    let set = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(aliases(&[("current", 2), ("previous", 1)])),
+                annotations: None,
+            },
+            Some(&before.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.aliases, aliases(&[("current", 2), ("previous", 1)]));
+    assert_ne!(set.etag, before.etag);
+    assert_eq!(store.get_secret(&a).await.unwrap().etag, set.etag);
+    let current = store
+        .access(&a, &VersionRef::alias("current"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (current.version.number, current.value.expose()),
+        (2, &binary[..])
+    );
+    let previous = store
+        .get_version(&a, &VersionRef::alias("previous"))
+        .await
+        .unwrap();
+    assert_eq!(previous.number, 1);
+
+    // A stale etag is refused and changes nothing.
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("current", 3)])),
+                    annotations: None,
+                },
+                Some(&before.etag),
+            )
+            .await,
+        Aborted
+    );
+    assert_eq!(store.get_secret(&a).await.unwrap().aliases, set.aliases);
+
+    // Moving aliases with the fresh etag.
+    let moved = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(aliases(&[("current", 3), ("previous", 2)])),
+                annotations: None,
+            },
+            Some(&set.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .access(&a, &VersionRef::alias("current"))
+            .await
+            .unwrap()
+            .value
+            .expose(),
+        b"three"
+    );
+
+    // Annotations alone leave aliases be; no etag means unconditional.
+    let annotations = BTreeMap::from([("patchpanda-step".to_string(), "set".to_string())]);
+    let annotated = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: None,
+                annotations: Some(annotations.clone()),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(annotated.annotations, annotations);
+    assert_eq!(annotated.aliases, moved.aliases);
+    assert_ne!(annotated.etag, moved.etag);
+    assert_eq!(store.get_secret(&a).await.unwrap().annotations, annotations);
+    assert_err!(
+        store.update_secret(&a, SecretUpdate::default(), None).await,
+        InvalidArgument
+    );
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("latest", 1)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await,
+        InvalidArgument
+    );
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: None,
+                    annotations: Some(BTreeMap::from([("-bad-".to_string(), String::new())])),
+                },
+                None,
+            )
+            .await,
+        InvalidArgument
+    );
+
+    // Disabled versions cannot be read, by number, alias or `latest` (which
+    // is the newest version whatever its state).
+    let disabled = store.set_state(&a, 3, StateChange::Disable).await.unwrap();
+    assert_eq!(
+        (disabled.number, disabled.state),
+        (3, VersionState::Disabled)
+    );
+    assert_err!(
+        store.access(&a, &VersionRef::Number(3)).await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.access(&a, &VersionRef::Latest).await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.access(&a, &VersionRef::alias("current")).await,
+        FailedPrecondition
+    );
+    assert_eq!(
+        store
+            .get_version(&a, &VersionRef::Number(3))
+            .await
+            .unwrap()
+            .state,
+        VersionState::Disabled
+    );
+    // Others are unaffected.
+    assert_eq!(
+        store
+            .access(&a, &VersionRef::alias("previous"))
+            .await
+            .unwrap()
+            .version
+            .number,
+        2
+    );
+
+    // Enabling restores access.
+    let enabled = store.set_state(&a, 3, StateChange::Enable).await.unwrap();
+    assert_eq!(enabled.state, VersionState::Enabled);
+    assert_eq!(
+        store
+            .access(&a, &VersionRef::Latest)
+            .await
+            .unwrap()
+            .value
+            .expose(),
+        b"three"
+    );
+
+    // Destroyed is terminal and drops the data.
+    let destroyed = store.set_state(&a, 1, StateChange::Destroy).await.unwrap();
+    assert_eq!(destroyed.state, VersionState::Destroyed);
+    assert!(destroyed.destroy_time.is_some());
+    assert_err!(
+        store.access(&a, &VersionRef::Number(1)).await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.set_state(&a, 1, StateChange::Enable).await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.set_state(&a, 1, StateChange::Disable).await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.set_state(&a, 99, StateChange::Disable).await,
+        NotFound
+    );
+
+    // Versions list newest first with their states.
+    let versions: Vec<(u64, VersionState)> = store
+        .list_versions(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.number, v.state))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (3, VersionState::Enabled),
+            (2, VersionState::Enabled),
+            (1, VersionState::Destroyed)
+        ]
+    );
+
+    // A fourth version takes the next number; `latest` follows it; numbers
+    // are never reused.
+    let v4 = store.add_version(&a, b"four").await.unwrap();
+    assert_eq!(v4.number, 4);
+    assert_eq!(
+        store
+            .access(&a, &VersionRef::Latest)
+            .await
+            .unwrap()
+            .value
+            .expose(),
+        b"four"
+    );
+    // The `current` alias stays where it was put.
+    assert_eq!(
+        store
+            .access(&a, &VersionRef::alias("current"))
+            .await
+            .unwrap()
+            .version
+            .number,
+        3
+    );
+
+    // Deleting removes the secret and its versions.
+    for id in [&b, &c, &a] {
+        store.delete_secret(id).await.unwrap();
+        assert_err!(store.get_secret(id).await, NotFound);
+        assert_err!(store.delete_secret(id).await, NotFound);
+    }
+    assert_err!(store.access(&a, &VersionRef::Number(3)).await, NotFound);
+    let left = store.list_secrets().await.unwrap();
+    assert!(left.iter().all(|s| !s.id.starts_with(prefix)), "{left:?}");
+}
+
+/// Encrypt/decrypt as the envelope code relies on it. Changes nothing.
+async fn kms_crypto_contract(kms: &dyn Kms) {
+    let info = kms.key_info().await.unwrap();
+    assert!(info.name.contains("/cryptoKeys/"), "{}", info.name);
+    let primary = info.primary.expect("the key has a primary version");
+    assert_eq!(primary.state, KeyVersionState::Enabled);
+
+    let ct = kms
+        .encrypt(b"data key bytes", b"projects/x/secrets/y/versions/1")
+        .await
+        .unwrap();
+    assert!(
+        !ct.windows(14).any(|w| w == b"data key bytes"),
+        "ciphertext shows the plaintext"
+    );
+    let pt = kms
+        .decrypt(&ct, b"projects/x/secrets/y/versions/1")
+        .await
+        .unwrap();
+    assert_eq!(pt.expose(), b"data key bytes");
+
+    // The AAD binds: a different one fails, so does none.
+    assert_err!(
+        kms.decrypt(&ct, b"projects/x/secrets/y/versions/2").await,
+        InvalidArgument
+    );
+    assert_err!(kms.decrypt(&ct, b"").await, InvalidArgument);
+    // Tampering fails.
+    let mut tampered = ct.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    assert_err!(
+        kms.decrypt(&tampered, b"projects/x/secrets/y/versions/1")
+            .await,
+        InvalidArgument
+    );
+    assert_err!(
+        kms.decrypt(b"not a ciphertext at all", b"").await,
+        InvalidArgument
+    );
+
+    // Encryption is randomized.
+    let again = kms
+        .encrypt(b"data key bytes", b"projects/x/secrets/y/versions/1")
+        .await
+        .unwrap();
+    assert_ne!(ct, again);
+    // Empty AAD is fine on both sides.
+    let no_aad = kms.encrypt(b"k", b"").await.unwrap();
+    assert_eq!(kms.decrypt(&no_aad, b"").await.unwrap().expose(), b"k");
+
+    let listed = kms.list_versions().await.unwrap();
+    assert!(listed.iter().any(|v| v.number == primary.number));
+    assert!(
+        listed.windows(2).all(|w| w[0].number < w[1].number),
+        "{listed:?}"
+    );
+}
+
+/// Key rotation as the rotation worker does it. Creates versions and moves
+/// the primary: for fresh keys only.
+async fn kms_rotation_contract(kms: &dyn Kms) {
+    let before = kms.key_info().await.unwrap();
+    let old_primary = before.primary.unwrap().number;
+    let old_ct = kms
+        .encrypt(b"sealed before rotation", b"aad")
+        .await
+        .unwrap();
+
+    let new = kms.create_version().await.unwrap();
+    assert!(new.number > old_primary);
+    assert_eq!(new.state, KeyVersionState::Enabled);
+    // A new version is not primary until made so.
+    assert_eq!(
+        kms.key_info().await.unwrap().primary.unwrap().number,
+        old_primary
+    );
+    let numbers: Vec<u64> = kms
+        .list_versions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.number)
+        .collect();
+    assert!(
+        numbers.contains(&new.number) && numbers.contains(&old_primary),
+        "{numbers:?}"
+    );
+
+    let after = kms.set_primary(new.number).await.unwrap();
+    assert_eq!(after.primary.unwrap().number, new.number);
+    assert_eq!(
+        kms.key_info().await.unwrap().primary.unwrap().number,
+        new.number
+    );
+
+    // Old ciphertexts still decrypt; new ones too.
+    assert_eq!(
+        kms.decrypt(&old_ct, b"aad").await.unwrap().expose(),
+        b"sealed before rotation"
+    );
+    let new_ct = kms.encrypt(b"sealed after rotation", b"aad").await.unwrap();
+    assert_eq!(
+        kms.decrypt(&new_ct, b"aad").await.unwrap().expose(),
+        b"sealed after rotation"
+    );
+
+    assert_err!(kms.set_primary(9_999).await, NotFound);
+    assert_eq!(
+        kms.key_info().await.unwrap().primary.unwrap().number,
+        new.number
+    );
+}
+
+fn local_home() -> (tempfile::TempDir, Home) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::open(dir.path()).unwrap();
+    (dir, home)
+}
+
+#[tokio::test]
+async fn local_secret_store_meets_the_contract() {
+    let (_dir, home) = local_home();
+    let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
+    let store = LocalSecretStore::open(&home, PRINCIPAL, Arc::new(kms), None).unwrap();
+    secret_store_contract(&store, "contract-").await;
+}
+
+#[tokio::test]
+async fn gcp_secret_store_meets_the_contract() {
+    let store = GcpSecretStore::from_stub("p1", FakeSecretManager::new("p1"));
+    secret_store_contract(&store, "contract-").await;
+}
+
+#[tokio::test]
+async fn local_kms_meets_the_contract() {
+    let (_dir, home) = local_home();
+    let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
+    kms_crypto_contract(&kms).await;
+    kms_rotation_contract(&kms).await;
+}
+
+#[tokio::test]
+async fn gcp_kms_meets_the_contract() {
+    let kms = GcpKms::from_stub(KEY_NAME, FakeKms::new(KEY_NAME));
+    kms_crypto_contract(&kms).await;
+    kms_rotation_contract(&kms).await;
+}
+
+/// What only a fake can show: a payload corrupted at rest is caught by the
+/// CRC32C the service returns, not handed out.
+#[tokio::test]
+async fn gcp_secret_store_refuses_a_payload_that_fails_its_checksum() {
+    let fake = FakeSecretManager::new("p1");
+    let store = GcpSecretStore::from_stub("p1", fake.clone());
+    store
+        .create_secret("patchpanda-webhook-secret")
+        .await
+        .unwrap();
+    store
+        .add_version("patchpanda-webhook-secret", b"hunter2")
+        .await
+        .unwrap();
+    fake.corrupt("patchpanda-webhook-secret", 1);
+    let err = store
+        .access("patchpanda-webhook-secret", &VersionRef::Number(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DataLoss(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// Requests for another project are the service's to refuse; the store
+/// only ever names its own.
+#[tokio::test]
+async fn gcp_secret_store_names_only_its_own_project() {
+    let store = GcpSecretStore::from_stub("p2", FakeSecretManager::new("p1"));
+    assert_err!(
+        store.get_secret("patchpanda-webhook-secret").await,
+        PermissionDenied
+    );
+    assert_err!(store.list_secrets().await, PermissionDenied);
+}
+
+fn live_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Real Secret Manager (and Cloud KMS) with Application Default Credentials.
+/// Uses unique secret ids and deletes them, also when a check fails. The KMS
+/// part only encrypts and decrypts: it never creates versions or moves the
+/// primary of a real key.
+#[tokio::test]
+async fn live_gcp_meets_the_contract() {
+    let Some(project) = live_var("PATCHPANDA_LIVE_GCP_PROJECT") else {
+        eprintln!(
+            "SKIPPED live GCP test: set PATCHPANDA_LIVE_GCP_PROJECT (and PATCHPANDA_LIVE_KMS_KEY=projects/P/locations/L/keyRings/R/cryptoKeys/K) to run it against real Secret Manager and Cloud KMS"
+        );
+        return;
+    };
+    let store = Arc::new(GcpSecretStore::new(&project).await.unwrap());
+    let prefix = format!("patchpanda-contract-{}-", uuid::Uuid::new_v4().simple());
+    let run = {
+        let store = store.clone();
+        let prefix = prefix.clone();
+        tokio::spawn(async move { secret_store_contract(store.as_ref(), &prefix).await })
+    };
+    let outcome = run.await;
+    // Clean up whatever a failed run left behind before reporting it.
+    for suffix in ["a", "b", "c"] {
+        let _ = store.delete_secret(&format!("{prefix}{suffix}")).await;
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+
+    match live_var("PATCHPANDA_LIVE_KMS_KEY") {
+        Some(key) => {
+            let kms = GcpKms::new(&key).await.unwrap();
+            kms_crypto_contract(&kms).await;
+        }
+        None => eprintln!("SKIPPED live Cloud KMS part: set PATCHPANDA_LIVE_KMS_KEY"),
+    }
+}
