@@ -19,7 +19,10 @@ pub enum SecretEvent {
     VersionAdded { kind: Kind, version: u64 },
     /// Anything else (TOPIC_CONFIGURED, state changes, our own writes, and
     /// secrets that are not the gateway's): acknowledged, nothing done.
-    Ignored { event_type: String, why: &'static str },
+    Ignored {
+        event_type: String,
+        why: &'static str,
+    },
 }
 
 /// Why a notification could not be read (answered 400).
@@ -45,7 +48,10 @@ pub fn version_of(resource: &str) -> Option<u64> {
     n.parse().ok().filter(|n| *n > 0)
 }
 
-pub fn parse(attributes: &BTreeMap<String, String>, prefix: &str) -> Result<SecretEvent, EventError> {
+pub fn parse(
+    attributes: &BTreeMap<String, String>,
+    prefix: &str,
+) -> Result<SecretEvent, EventError> {
     let Some(event_type) = attributes.get("eventType").map(String::as_str) else {
         return Err(EventError(
             "not a Secret Manager notification: no eventType attribute".to_string(),
@@ -61,7 +67,9 @@ pub fn parse(attributes: &BTreeMap<String, String>, prefix: &str) -> Result<Secr
         return ignored("no action for this event type");
     }
     let Some(resource) = attributes.get("secretId") else {
-        return Err(EventError(format!("{event_type} without a secretId attribute")));
+        return Err(EventError(format!(
+            "{event_type} without a secretId attribute"
+        )));
     };
     let Some(id) = secret_id_of(resource) else {
         return Err(EventError(format!(
@@ -93,7 +101,10 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const P: &str = "patchpanda-";
@@ -121,12 +132,21 @@ mod tests {
             ("eventType", "SECRET_ROTATE"),
             ("secretId", "projects/9/secrets/patchpanda-webhook-secret"),
         ]);
-        assert_eq!(parse(&rotate, P).unwrap(), SecretEvent::Rotate(Kind::WebhookSecret));
+        assert_eq!(
+            parse(&rotate, P).unwrap(),
+            SecretEvent::Rotate(Kind::WebhookSecret)
+        );
 
         let add = attrs(&[
             ("eventType", "SECRET_VERSION_ADD"),
-            ("secretId", "projects/9/secrets/patchpanda-github-private-key"),
-            ("versionId", "projects/9/secrets/patchpanda-github-private-key/versions/5"),
+            (
+                "secretId",
+                "projects/9/secrets/patchpanda-github-private-key",
+            ),
+            (
+                "versionId",
+                "projects/9/secrets/patchpanda-github-private-key/versions/5",
+            ),
         ]);
         assert_eq!(
             parse(&add, P).unwrap(),
@@ -139,28 +159,58 @@ mod tests {
         let own_add = attrs(&[
             ("eventType", "SECRET_VERSION_ADD"),
             ("secretId", "projects/9/secrets/patchpanda-webhook-secret"),
-            ("versionId", "projects/9/secrets/patchpanda-webhook-secret/versions/2"),
+            (
+                "versionId",
+                "projects/9/secrets/patchpanda-webhook-secret/versions/2",
+            ),
         ]);
-        assert!(matches!(parse(&own_add, P).unwrap(), SecretEvent::Ignored { .. }));
+        assert!(matches!(
+            parse(&own_add, P).unwrap(),
+            SecretEvent::Ignored { .. }
+        ));
         let configured = attrs(&[("eventType", "TOPIC_CONFIGURED")]);
-        assert!(matches!(parse(&configured, P).unwrap(), SecretEvent::Ignored { .. }));
+        assert!(matches!(
+            parse(&configured, P).unwrap(),
+            SecretEvent::Ignored { .. }
+        ));
         let foreign = attrs(&[
             ("eventType", "SECRET_ROTATE"),
             ("secretId", "projects/9/secrets/someone-else"),
         ]);
-        assert!(matches!(parse(&foreign, P).unwrap(), SecretEvent::Ignored { .. }));
+        assert!(matches!(
+            parse(&foreign, P).unwrap(),
+            SecretEvent::Ignored { .. }
+        ));
     }
 
     #[test]
     fn malformed_notifications_say_what_is_wrong() {
-        assert!(parse(&attrs(&[]), P).unwrap_err().to_string().contains("eventType"));
+        assert!(
+            parse(&attrs(&[]), P)
+                .unwrap_err()
+                .to_string()
+                .contains("eventType")
+        );
         let no_secret = attrs(&[("eventType", "SECRET_ROTATE")]);
-        assert!(parse(&no_secret, P).unwrap_err().to_string().contains("secretId"));
+        assert!(
+            parse(&no_secret, P)
+                .unwrap_err()
+                .to_string()
+                .contains("secretId")
+        );
         let bad_version = attrs(&[
             ("eventType", "SECRET_VERSION_ADD"),
-            ("secretId", "projects/9/secrets/patchpanda-oidc-client-secret"),
+            (
+                "secretId",
+                "projects/9/secrets/patchpanda-oidc-client-secret",
+            ),
             ("versionId", "7"),
         ]);
-        assert!(parse(&bad_version, P).unwrap_err().to_string().contains("versionId"));
+        assert!(
+            parse(&bad_version, P)
+                .unwrap_err()
+                .to_string()
+                .contains("versionId")
+        );
     }
 }

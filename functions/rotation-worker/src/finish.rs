@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use patchpanda_shared::Error;
 use patchpanda_shared::names;
 use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{SecretUpdate, StateChange, VersionRef, VersionState};
-use patchpanda_shared::Error;
 use serde::Serialize;
 
 use crate::kinds::{self, Kind};
@@ -160,8 +160,8 @@ impl Rotator {
                 VersionState::Enabled => {}
             }
         }
-        let retention = chrono::Duration::from_std(self.settings.retention)
-            .unwrap_or(chrono::Duration::MAX);
+        let retention =
+            chrono::Duration::from_std(self.settings.retention).unwrap_or(chrono::Duration::MAX);
         let expired: Vec<u64> = seen
             .iter()
             .filter(|(n, t)| !keep.contains(n) && now - **t >= retention)
@@ -190,8 +190,15 @@ impl Rotator {
                 version: n,
                 reason: "retention over".to_string(),
             });
-            self.announce(logical, NoticeEvent::Destroyed, n, current, run_id, "retention over")
-                .await?;
+            self.announce(
+                logical,
+                NoticeEvent::Destroyed,
+                n,
+                current,
+                run_id,
+                "retention over",
+            )
+            .await?;
         }
         self.store_disabled_at(&id, &seen).await
     }
@@ -212,20 +219,29 @@ impl Rotator {
             let secret = self.store.get_secret(id).await?;
             let mut annotations = secret.annotations.clone();
             protocol::set_disabled_at(&mut annotations, seen);
-            if annotations.get(ANNOTATION_DISABLED_AT) == secret.annotations.get(ANNOTATION_DISABLED_AT) {
+            if annotations.get(ANNOTATION_DISABLED_AT)
+                == secret.annotations.get(ANNOTATION_DISABLED_AT)
+            {
                 return Ok(());
             }
             let update = SecretUpdate {
                 aliases: None,
                 annotations: Some(annotations),
             };
-            match self.store.update_secret(id, update, Some(&secret.etag)).await {
+            match self
+                .store
+                .update_secret(id, update, Some(&secret.etag))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(Error::Aborted(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Aborted(format!("{id} kept changing while recording disabled versions")).into())
+        Err(Error::Aborted(format!(
+            "{id} kept changing while recording disabled versions"
+        ))
+        .into())
     }
 
     async fn announce(
@@ -268,7 +284,11 @@ impl Rotator {
             if kind.is_upload() {
                 kinds::announce_due(self, kind, &secret, &reason).await?;
             } else {
-                let mut n = self.notice(kind.logical(), NoticeEvent::Due, &uuid::Uuid::new_v4().to_string());
+                let mut n = self.notice(
+                    kind.logical(),
+                    NoticeEvent::Due,
+                    &uuid::Uuid::new_v4().to_string(),
+                );
                 n.version = current.as_ref().map(|v| v.number);
                 n.detail = Some(format!("{reason}: patchpanda rotate {}", kind.logical()));
                 self.publish(&n).await?;

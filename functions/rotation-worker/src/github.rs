@@ -55,8 +55,11 @@ pub trait AppApi: Send + Sync {
 
 /// Builds an [`AppApi`] for the configured App from a private key.
 pub trait AppFactory: Send + Sync {
-    fn connect(&self, app_id: &str, private_key: &SecretValue)
-    -> Result<Arc<dyn AppApi>, AppApiError>;
+    fn connect(
+        &self,
+        app_id: &str,
+        private_key: &SecretValue,
+    ) -> Result<Arc<dyn AppApi>, AppApiError>;
 }
 
 /// The configured GitHub App: its id and how to reach it.

@@ -22,9 +22,9 @@ use chrono::{DateTime, Utc};
 use patchpanda_shared::bus::Bus;
 use patchpanda_shared::config::{Config, ConfigError, Env};
 use patchpanda_shared::kms::Kms;
+use patchpanda_shared::names;
 use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
 use patchpanda_shared::secrets::SecretStore;
-use patchpanda_shared::names;
 use serde::Serialize;
 
 pub use error::RotationError;
@@ -182,7 +182,12 @@ impl Rotator {
     }
 
     /// A notice stamped with our identity and clock.
-    pub(crate) fn notice(&self, secret: &str, event: NoticeEvent, rotation_id: &str) -> RotationNotice {
+    pub(crate) fn notice(
+        &self,
+        secret: &str,
+        event: NoticeEvent,
+        rotation_id: &str,
+    ) -> RotationNotice {
         let mut n = RotationNotice::new(secret, event, rotation_id);
         n.principal = Some(self.settings.principal.clone());
         n.time = self.now();

@@ -12,10 +12,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use patchpanda_shared::Error;
 use patchpanda_shared::names;
 use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{Secret, SecretUpdate, StateChange, VersionRef, VersionState};
-use patchpanda_shared::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::{self, Kind, StepError};
@@ -186,7 +186,11 @@ fn note_disabled(annotations: &mut BTreeMap<String, String>, versions: &[u64], a
     let mut map: BTreeMap<u64, DateTime<Utc>> = annotations
         .get(ANNOTATION_DISABLED_AT)
         .and_then(|raw| serde_json::from_str::<BTreeMap<String, DateTime<Utc>>>(raw).ok())
-        .map(|m| m.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+                .collect()
+        })
         .unwrap_or_default();
     for v in versions {
         map.entry(*v).or_insert(at);
@@ -257,7 +261,10 @@ impl Rotator {
                     // An emergency request upgrades a resumed rotation while
                     // its grace is still undecided.
                     if fresh.emergency
-                        && matches!(s.step, Step::Started | Step::Created | Step::Set | Step::Tested)
+                        && matches!(
+                            s.step,
+                            Step::Started | Step::Created | Step::Set | Step::Tested
+                        )
                     {
                         s.emergency = true;
                     }
@@ -280,7 +287,11 @@ impl Rotator {
                 aliases: None,
                 annotations: Some(annotations),
             };
-            match self.store.update_secret(&id, update, Some(&secret.etag)).await {
+            match self
+                .store
+                .update_secret(&id, update, Some(&secret.etag))
+                .await
+            {
                 Ok(_) => {
                     return Ok(Lease {
                         kind,
@@ -294,13 +305,21 @@ impl Rotator {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Aborted(format!("{id} kept changing while taking the rotation lease")).into())
+        Err(Error::Aborted(format!(
+            "{id} kept changing while taking the rotation lease"
+        ))
+        .into())
     }
 
     /// One etag-guarded write of the rotation state plus `edit`'s changes to
     /// aliases and annotations, renewing the lease. Fails with `LostLease` if
     /// another attempt holds the secret now.
-    async fn save<F>(&self, lease: &mut Lease, fin: Fin<'_>, mut edit: F) -> Result<Secret, RotationError>
+    async fn save<F>(
+        &self,
+        lease: &mut Lease,
+        fin: Fin<'_>,
+        mut edit: F,
+    ) -> Result<Secret, RotationError>
     where
         F: FnMut(&mut RotationState, &mut BTreeMap<String, u64>, &mut BTreeMap<String, String>),
     {
@@ -335,7 +354,11 @@ impl Rotator {
                 aliases: (aliases != secret.aliases).then_some(aliases),
                 annotations: Some(annotations),
             };
-            match self.store.update_secret(&lease.id, update, Some(&secret.etag)).await {
+            match self
+                .store
+                .update_secret(&lease.id, update, Some(&secret.etag))
+                .await
+            {
                 Ok(s) => {
                     lease.state = state;
                     return Ok(s);
@@ -369,8 +392,16 @@ impl Rotator {
     }
 
     /// Disables a version if it is enabled; true if this call changed it.
-    pub(crate) async fn disable_version(&self, id: &str, number: u64) -> Result<bool, RotationError> {
-        match self.store.get_version(id, &VersionRef::Number(number)).await {
+    pub(crate) async fn disable_version(
+        &self,
+        id: &str,
+        number: u64,
+    ) -> Result<bool, RotationError> {
+        match self
+            .store
+            .get_version(id, &VersionRef::Number(number))
+            .await
+        {
             Ok(v) if v.state == VersionState::Enabled => {}
             Ok(_) => return Ok(false),
             Err(e) if is_state_race(&e) => return Ok(false),
@@ -385,7 +416,11 @@ impl Rotator {
 
     /// Rotates one secret (or the KMS key) now. Resumes a rotation a crashed
     /// or paused attempt left behind instead of starting another.
-    pub async fn rotate(&self, logical: &str, emergency: bool) -> Result<RotationOutcome, RotationError> {
+    pub async fn rotate(
+        &self,
+        logical: &str,
+        emergency: bool,
+    ) -> Result<RotationOutcome, RotationError> {
         let kind = Kind::parse(logical)?;
         if kind == Kind::KmsKey {
             return kinds::kms_key::rotate(self, emergency).await;
@@ -461,10 +496,12 @@ impl Rotator {
         if s.lease_until > self.now() {
             return None;
         }
-        Some(match self.acquire(kind, self.fresh_state(s.emergency)).await {
-            Ok(lease) => self.run(lease).await,
-            Err(e) => Err(e),
-        })
+        Some(
+            match self.acquire(kind, self.fresh_state(s.emergency)).await {
+                Ok(lease) => self.run(lease).await,
+                Err(e) => Err(e),
+            },
+        )
     }
 
     pub(crate) fn fresh_state(&self, emergency: bool) -> RotationState {
@@ -489,7 +526,10 @@ impl Rotator {
     /// Announces the (re)start, then drives the steps. Failures that leave
     /// the rotation in flight release the lease so the next trigger resumes.
     async fn run(&self, mut lease: Lease) -> Result<RotationOutcome, RotationError> {
-        if matches!(lease.state.step, Step::Started | Step::Created | Step::Set | Step::Tested) {
+        if matches!(
+            lease.state.step,
+            Step::Started | Step::Created | Step::Set | Step::Tested
+        ) {
             let mut n = self.notice(lease.kind.logical(), NoticeEvent::Started, &lease.state.id);
             n.previous_version = lease.state.base;
             n.emergency = lease.state.emergency;
@@ -533,8 +573,10 @@ impl Rotator {
                     // the call still leads a rollback to restore GitHub.
                     let marked_before = lease.state.github_may_have_pending;
                     if kinds::set_touches_github(self, lease.kind) && !marked_before {
-                        self.save(lease, Fin::Keep, |st, _, _| st.github_may_have_pending = true)
-                            .await?;
+                        self.save(lease, Fin::Keep, |st, _, _| {
+                            st.github_may_have_pending = true
+                        })
+                        .await?;
                     }
                     let note = match kinds::set(self, lease).await {
                         Ok(note) => note,
@@ -595,8 +637,10 @@ impl Rotator {
                 None => {
                     let value = kinds::generate(lease.kind)?;
                     let digest = kinds::digest(&value);
-                    self.save(lease, Fin::Keep, |st, _, _| st.digest = Some(digest.clone()))
-                        .await?;
+                    self.save(lease, Fin::Keep, |st, _, _| {
+                        st.digest = Some(digest.clone())
+                    })
+                    .await?;
                     let v = self.store.add_version(&lease.id, value.expose()).await?;
                     self.crash(CrashPoint::VersionAdded)?;
                     v.number
@@ -624,7 +668,10 @@ impl Rotator {
             if !newer || v.state != VersionState::Enabled || aliased.contains(&v.number) {
                 continue;
             }
-            let got = self.store.access(&lease.id, &VersionRef::Number(v.number)).await?;
+            let got = self
+                .store
+                .access(&lease.id, &VersionRef::Number(v.number))
+                .await?;
             if kinds::digest(&got.value) == *digest {
                 tracing::info!(secret = %lease.id, version = v.number, "adopting the version a crashed attempt added");
                 return Ok(Some(v.number));
@@ -653,7 +700,9 @@ impl Rotator {
         e: StepError,
     ) -> Result<RotationOutcome, RotationError> {
         let age = self.now() - lease.state.started;
-        let within_budget = age.to_std().is_ok_and(|a| a < self.settings.rotation_timeout);
+        let within_budget = age
+            .to_std()
+            .is_ok_and(|a| a < self.settings.rotation_timeout);
         if e.retryable && within_budget {
             return Err(self.pause(lease, &e.message).await);
         }
@@ -772,14 +821,23 @@ impl Rotator {
     /// idempotent, so a crashed rollback is simply run again.
     async fn roll_back(&self, lease: &mut Lease) -> Result<RotationOutcome, RotationError> {
         let logical = lease.kind.logical();
-        let reason = lease.state.reason.clone().unwrap_or_else(|| "rolled back".into());
+        let reason = lease
+            .state
+            .reason
+            .clone()
+            .unwrap_or_else(|| "rolled back".into());
         if lease.state.github_may_have_pending {
             if let Err(e) = kinds::restore_github(self, lease).await {
-                let why = format!("{reason}; restoring GitHub's hook secret failed: {}", e.message);
+                let why = format!(
+                    "{reason}; restoring GitHub's hook secret failed: {}",
+                    e.message
+                );
                 return Err(self.pause(lease, &why).await);
             }
-            self.save(lease, Fin::Keep, |st, _, _| st.github_may_have_pending = false)
-                .await?;
+            self.save(lease, Fin::Keep, |st, _, _| {
+                st.github_may_have_pending = false
+            })
+            .await?;
         }
         let pending = lease.state.pending;
         self.save(lease, Fin::Keep, |st, aliases, _| {
@@ -801,7 +859,9 @@ impl Rotator {
             NoticeEvent::RolledBack
         };
         let detail = match (pending, lease.state.base) {
-            (Some(p), Some(b)) => format!("{reason}; version {p} disabled, version {b} stays current"),
+            (Some(p), Some(b)) => {
+                format!("{reason}; version {p} disabled, version {b} stays current")
+            }
             (Some(p), None) => format!("{reason}; version {p} disabled"),
             _ => reason.clone(),
         };
@@ -853,7 +913,10 @@ impl Rotator {
         let secret = self.store.get_secret(&id).await?;
         if let Some(s) = rotation_state(&secret) {
             let mut lease = self.acquire(kind, self.fresh_state(false)).await?;
-            if matches!(s.step, Step::Started | Step::Created | Step::Set | Step::Tested) {
+            if matches!(
+                s.step,
+                Step::Started | Step::Created | Step::Set | Step::Tested
+            ) {
                 self.save(&mut lease, Fin::Keep, |st, _, _| {
                     st.step = Step::RollingBack;
                     st.reason = Some("rolled back by the operator".to_string());
@@ -862,8 +925,12 @@ impl Rotator {
             }
             let rotation_id = lease.state.id.clone();
             return match self.drive(&mut lease).await {
-                Err(RotationError::RolledBack { reason, .. } | RotationError::Rejected { reason, .. }) => {
-                    self.outcome_of_rollback(kind, rotation_id, Some(reason)).await
+                Err(
+                    RotationError::RolledBack { reason, .. }
+                    | RotationError::Rejected { reason, .. },
+                ) => {
+                    self.outcome_of_rollback(kind, rotation_id, Some(reason))
+                        .await
                 }
                 other => other,
             };
@@ -891,7 +958,10 @@ impl Rotator {
         rotation_id: String,
         detail: Option<String>,
     ) -> Result<RotationOutcome, RotationError> {
-        let secret = self.store.get_secret(&self.settings.secret_id(kind.logical())).await?;
+        let secret = self
+            .store
+            .get_secret(&self.settings.secret_id(kind.logical()))
+            .await?;
         Ok(RotationOutcome {
             secret: kind.logical().to_string(),
             rotation_id,
@@ -919,12 +989,17 @@ impl Rotator {
         let now = self.now();
         let grace_until = now + self.settings.grace;
         if lease.state.step == Step::Reverting {
-            let v = self.store.get_version(&lease.id, &VersionRef::Number(target)).await?;
+            let v = self
+                .store
+                .get_version(&lease.id, &VersionRef::Number(target))
+                .await?;
             if v.state == VersionState::Destroyed {
                 self.save(lease, Fin::Clear, |_, _, _| {}).await?;
                 return Err(RotationError::Precondition {
                     secret: logical.to_string(),
-                    message: format!("previous version {target} is destroyed; nothing to roll back to"),
+                    message: format!(
+                        "previous version {target} is destroyed; nothing to roll back to"
+                    ),
                 });
             }
             if v.state == VersionState::Disabled {
@@ -942,7 +1017,10 @@ impl Rotator {
                     self.save(lease, Fin::Clear, |_, _, _| {}).await?;
                     return Err(RotationError::Precondition {
                         secret: logical.to_string(),
-                        message: format!("GitHub refused the previous secret, nothing changed: {}", e.message),
+                        message: format!(
+                            "GitHub refused the previous secret, nothing changed: {}",
+                            e.message
+                        ),
                     });
                 }
             }

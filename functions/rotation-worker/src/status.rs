@@ -2,10 +2,10 @@
 //! grace, what is in flight, and the KMS key's primary and schedule.
 
 use chrono::{DateTime, Utc};
+use patchpanda_shared::Error;
 use patchpanda_shared::kms::KeyVersionState;
 use patchpanda_shared::names;
 use patchpanda_shared::secrets::{Secret, SecretVersion, VersionState};
-use patchpanda_shared::Error;
 use serde::Serialize;
 
 use crate::kinds::{self, Kind};
@@ -92,7 +92,10 @@ pub(crate) fn due_reason(
     if let Some(t) = secret.next_rotation_time
         && t <= now
     {
-        return Some(format!("Secret Manager's rotation time {} has passed", t.to_rfc3339()));
+        return Some(format!(
+            "Secret Manager's rotation time {} has passed",
+            t.to_rfc3339()
+        ));
     }
     let Some(current) = current else {
         return Some("there is no current version".to_string());
@@ -131,7 +134,11 @@ impl Rotator {
         })
     }
 
-    async fn secret_status(&self, kind: Kind, now: DateTime<Utc>) -> Result<SecretStatus, RotationError> {
+    async fn secret_status(
+        &self,
+        kind: Kind,
+        now: DateTime<Utc>,
+    ) -> Result<SecretStatus, RotationError> {
         let id = self.settings.secret_id(kind.logical());
         let mut st = SecretStatus {
             secret: kind.logical().to_string(),
@@ -171,7 +178,10 @@ impl Rotator {
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
         st.in_grace = st.grace_until.is_some_and(|t| t > now)
-            && st.previous.as_ref().is_some_and(|p| p.state == VersionState::Enabled);
+            && st
+                .previous
+                .as_ref()
+                .is_some_and(|p| p.state == VersionState::Enabled);
         st.due_reason = due_reason(&self.settings, kind, &secret, current, now);
         st.due = st.due_reason.is_some();
         st.next_rotation_time = secret.next_rotation_time;

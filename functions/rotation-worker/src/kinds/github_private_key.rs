@@ -27,9 +27,14 @@ pub(crate) async fn test(rot: &Rotator, pem: &SecretValue) -> Result<String, Ste
         tracing::info!("{note}");
         return Ok(note);
     };
-    let api = gh.connect(pem).map_err(|e| StepError::permanent(e.message))?;
+    let api = gh
+        .connect(pem)
+        .map_err(|e| StepError::permanent(e.message))?;
     let id = api.app_id().await.map_err(|e| StepError {
-        message: format!("GitHub did not accept a JWT signed with the new key: {}", e.message),
+        message: format!(
+            "GitHub did not accept a JWT signed with the new key: {}",
+            e.message
+        ),
         retryable: e.retryable,
         github_unchanged: true,
     })?;

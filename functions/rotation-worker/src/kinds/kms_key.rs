@@ -10,9 +10,13 @@ use patchpanda_shared::notice::NoticeEvent;
 use crate::protocol::CrashPoint;
 use crate::{RotationError, RotationOutcome, Rotator};
 
-const KEEP_OLD: &str = "older versions stay enabled: data encrypted with them still needs them to decrypt";
+const KEEP_OLD: &str =
+    "older versions stay enabled: data encrypted with them still needs them to decrypt";
 
-pub(crate) async fn rotate(rot: &Rotator, emergency: bool) -> Result<RotationOutcome, RotationError> {
+pub(crate) async fn rotate(
+    rot: &Rotator,
+    emergency: bool,
+) -> Result<RotationOutcome, RotationError> {
     let _one_at_a_time = rot.kms_lock.lock().await;
     let rotation_id = uuid::Uuid::new_v4().to_string();
     let info = rot.kms.key_info().await?;
@@ -45,7 +49,10 @@ pub(crate) async fn rotate(rot: &Rotator, emergency: bool) -> Result<RotationOut
     };
     rot.kms.set_primary(new).await?;
 
-    let mut detail = vec![format!("version {new} is the primary"), KEEP_OLD.to_string()];
+    let mut detail = vec![
+        format!("version {new} is the primary"),
+        KEEP_OLD.to_string(),
+    ];
     if emergency {
         detail.push(
             "emergency: old versions were not disabled (existing ciphertext needs them); re-encrypt and restore from backup to retire them"

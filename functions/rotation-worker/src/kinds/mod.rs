@@ -41,7 +41,9 @@ impl Kind {
             names::GITHUB_PRIVATE_KEY => Ok(Kind::GithubPrivateKey),
             names::OIDC_CLIENT_SECRET => Ok(Kind::OidcClientSecret),
             names::KMS_KEY => Ok(Kind::KmsKey),
-            other => Err(RotationError::UnknownSecret(other.chars().take(80).collect())),
+            other => Err(RotationError::UnknownSecret(
+                other.chars().take(80).collect(),
+            )),
         }
     }
 
@@ -194,7 +196,9 @@ pub(crate) async fn restore_github(rot: &Rotator, lease: &Lease) -> Result<(), S
             "there is no earlier secret to give GitHub back",
         ));
     };
-    apply_to_github(rot, lease.kind, &lease.id, base).await.map(|_| ())
+    apply_to_github(rot, lease.kind, &lease.id, base)
+        .await
+        .map(|_| ())
 }
 
 /// Gives GitHub the value of `version` (webhook secret only).
@@ -251,7 +255,11 @@ pub(crate) async fn is_unpromoted_upload(
     secret: &Secret,
     version: u64,
 ) -> Result<bool, RotationError> {
-    let v = match rot.store.get_version(id, &VersionRef::Number(version)).await {
+    let v = match rot
+        .store
+        .get_version(id, &VersionRef::Number(version))
+        .await
+    {
         Ok(v) => v,
         Err(Error::NotFound(_)) => return Ok(false),
         Err(e) => return Err(e.into()),

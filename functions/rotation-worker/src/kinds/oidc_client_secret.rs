@@ -44,9 +44,24 @@ mod tests {
     fn plausible_secrets_pass_and_the_rest_say_why() {
         assert!(check(b"GOCSPX-abcdefghijklmnop_1234").is_ok());
         assert!(check(b"").unwrap_err().message.contains("empty"));
-        assert!(check(b"short").unwrap_err().message.contains("5 characters"));
-        assert!(check(b"abcdefghij\n").unwrap_err().message.contains("position 10"));
-        assert!(check(&[0xff, 0xfe, 0x41]).unwrap_err().message.contains("UTF-8"));
+        assert!(
+            check(b"short")
+                .unwrap_err()
+                .message
+                .contains("5 characters")
+        );
+        assert!(
+            check(b"abcdefghij\n")
+                .unwrap_err()
+                .message
+                .contains("position 10")
+        );
+        assert!(
+            check(&[0xff, 0xfe, 0x41])
+                .unwrap_err()
+                .message
+                .contains("UTF-8")
+        );
         assert!(check("x".repeat(513).as_bytes()).is_err());
         let e = check(b"has a space in it").unwrap_err();
         assert!(!e.retryable && !e.message.contains("has a space"));

@@ -14,8 +14,7 @@ use crate::Rotator;
 pub const SECRET_BYTES: usize = 32;
 
 /// Said when there is no GitHub App: the local stack has no GitHub.
-pub const NO_APP_NOTE: &str =
-    "no GitHub App configured (GITHUB_APP_ID unset): set and test skipped, GitHub's hook secret was not changed";
+pub const NO_APP_NOTE: &str = "no GitHub App configured (GITHUB_APP_ID unset): set and test skipped, GitHub's hook secret was not changed";
 
 pub fn generate() -> SecretValue {
     let mut bytes = Zeroizing::new([0u8; SECRET_BYTES]);
@@ -43,7 +42,10 @@ pub(crate) async fn test(rot: &Rotator) -> Result<Option<String>, StepError> {
         return Ok(Some(NO_APP_NOTE.to_string()));
     };
     let id = api.app_id().await.map_err(|e| StepError {
-        message: format!("the App could not authenticate after the change: {}", e.message),
+        message: format!(
+            "the App could not authenticate after the change: {}",
+            e.message
+        ),
         retryable: e.retryable,
         github_unchanged: false,
     })?;
@@ -57,7 +59,10 @@ pub(crate) async fn test(rot: &Rotator) -> Result<Option<String>, StepError> {
         });
     }
     api.hook_config().await.map_err(|e| StepError {
-        message: format!("GET /app/hook/config failed after the change: {}", e.message),
+        message: format!(
+            "GET /app/hook/config failed after the change: {}",
+            e.message
+        ),
         retryable: e.retryable,
         github_unchanged: false,
     })?;
