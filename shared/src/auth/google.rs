@@ -233,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn caches_by_kid_and_refetches_unknown_kids_at_most_every_interval() {
-        let home = tempfile::tempdir().unwrap();
+        let home = crate::auth::local::test_keys::home_with_key(0);
         let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
         let mut set = serde_json::to_value(issuer.jwks()).unwrap();
         // An entry of another kind must not spoil the set.

@@ -55,6 +55,13 @@ impl LocalIssuer {
     /// start together race to publish their key with a no-replace link, then
     /// all read back whichever won, so they agree on one key.
     pub fn open_or_create(home: &Path) -> Result<LocalIssuer> {
+        Self::open_or_create_with(home, generate_pem)
+    }
+
+    fn open_or_create_with(
+        home: &Path,
+        generate: impl FnOnce() -> Result<Zeroizing<String>>,
+    ) -> Result<LocalIssuer> {
         let path = home.join(KEY_FILE);
         if let Some(pem) = read_key(&path)? {
             return Self::from_pem(&pem, &path);
@@ -63,7 +70,7 @@ impl LocalIssuer {
             .parent()
             .ok_or_else(|| Error::Internal(format!("no parent folder for {}", path.display())))?;
         create_private_dir(dir)?;
-        let pem = generate_pem()?;
+        let pem = generate()?;
         publish(dir, &path, pem.as_bytes())?;
         let pem = read_key(&path)?.ok_or_else(|| {
             Error::Unavailable(format!("{} vanished right after creation", path.display()))
@@ -230,6 +237,40 @@ fn link_no_replace(tmp: &Path, path: &Path) -> Result<()> {
     }
 }
 
+/// Ready-made keys for tests: RSA generation in an unoptimised build takes
+/// seconds, so each test binary generates two keys once and copies them.
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn pems() -> &'static [Zeroizing<String>; 2] {
+        static PEMS: OnceLock<[Zeroizing<String>; 2]> = OnceLock::new();
+        PEMS.get_or_init(|| {
+            let other = std::thread::spawn(|| generate_pem().unwrap());
+            let first = generate_pem().unwrap();
+            [first, other.join().unwrap()]
+        })
+    }
+
+    pub(crate) fn pem(i: usize) -> Zeroizing<String> {
+        pems()[i % 2].clone()
+    }
+
+    /// Puts test key `i` where [`LocalIssuer::open_or_create`] looks.
+    pub(crate) fn seed(home: &Path, i: usize) {
+        create_private_dir(&home.join("oidc")).unwrap();
+        publish(&home.join("oidc"), &home.join(KEY_FILE), pem(i).as_bytes()).unwrap();
+    }
+
+    /// A fresh home holding test key `i`.
+    pub(crate) fn home_with_key(i: usize) -> tempfile::TempDir {
+        let home = tempfile::tempdir().unwrap();
+        seed(home.path(), i);
+        home
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,10 +313,12 @@ mod tests {
     fn concurrent_starts_agree_on_one_key() {
         let home = tempfile::tempdir().unwrap();
         let kids: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| {
-                        LocalIssuer::open_or_create(home.path())
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let home = home.path();
+                    // Two different candidate keys race to be published.
+                    s.spawn(move || {
+                        LocalIssuer::open_or_create_with(home, || Ok(test_keys::pem(i)))
                             .unwrap()
                             .kid()
                             .to_string()
@@ -289,7 +332,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_with_the_public_key() {
-        let home = tempfile::tempdir().unwrap();
+        let home = test_keys::home_with_key(0);
         let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
         let token = issuer
             .mint(
@@ -317,7 +360,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_and_corrupt_files_are_refused() {
-        let home = tempfile::tempdir().unwrap();
+        let home = test_keys::home_with_key(0);
         let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
         assert!(matches!(
             issuer.mint("", "a@b", Duration::from_secs(60)),

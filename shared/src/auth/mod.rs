@@ -433,7 +433,7 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let home = tempfile::tempdir().unwrap();
+        let home = local::test_keys::home_with_key(0);
         let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
         let pem = std::fs::read(home.path().join(local::KEY_FILE)).unwrap();
         let encoding = EncodingKey::from_rsa_pem(&pem).unwrap();
@@ -564,8 +564,7 @@ mod tests {
     #[test]
     fn rejects_a_signature_by_another_key() {
         let f = fixture();
-        let other_home = tempfile::tempdir().unwrap();
-        LocalIssuer::open_or_create(other_home.path()).unwrap();
+        let other_home = local::test_keys::home_with_key(1);
         let pem = std::fs::read(other_home.path().join(local::KEY_FILE)).unwrap();
         let other = EncodingKey::from_rsa_pem(&pem).unwrap();
         // Same kid as the trusted key, different private key.
@@ -624,7 +623,7 @@ mod tests {
 
     #[tokio::test]
     async fn verify_reads_the_bearer_header_and_derives_the_audience() {
-        let home = tempfile::tempdir().unwrap();
+        let home = local::test_keys::home_with_key(0);
         let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
         let verifier = PushVerifier::new(
             Arc::new(StaticKeys::from_jwks(&issuer.jwks()).unwrap()),
@@ -662,7 +661,7 @@ mod tests {
 
     #[tokio::test]
     async fn from_config_on_local_trusts_the_local_issuer_and_identities() {
-        let home = tempfile::tempdir().unwrap();
+        let home = local::test_keys::home_with_key(1);
         let env = crate::config::Env::from_pairs([
             ("PATCHPANDA_HOME", home.path().to_str().unwrap()),
             ("PATCHPANDA_PUSH_AUDIENCE", "http://127.0.0.1:8080"),

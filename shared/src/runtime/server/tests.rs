@@ -19,7 +19,7 @@ struct Fixture {
 }
 
 fn fixture(extra: &[(&str, &str)]) -> Fixture {
-    let home = tempfile::tempdir().unwrap();
+    let home = crate::auth::local::test_keys::home_with_key(0);
     let mut env = Env::from_pairs([("PATCHPANDA_HOME", home.path().to_str().unwrap())]);
     for (k, v) in extra {
         env.set(*k, *v);
@@ -434,34 +434,29 @@ fn bad_routes_are_refused_at_build() {
 
 #[test]
 fn the_default_verifier_comes_from_config_only_when_needed() {
-    let f = fixture(&[]);
-    let home = tempfile::tempdir().unwrap();
-    let env = Env::from_pairs([("PATCHPANDA_HOME", home.path().join("h").to_str().unwrap())]);
-    let config = Config::from_env(&env, "x").unwrap();
+    let config_for = |home: &std::path::Path| {
+        let env = Env::from_pairs([("PATCHPANDA_HOME", home.to_str().unwrap())]);
+        Config::from_env(&env, "x").unwrap()
+    };
     let h = || handler_fn(|_inv: Invocation<HttpRequest>| async { Ok(Reply::no_content()) });
-    App::builder("t", &config)
+    let empty = tempfile::tempdir().unwrap();
+    let home = empty.path().join("h");
+    let app = App::builder("t", &config_for(&home))
         .http(Method::POST, "/webhook", 1, h())
         .build()
         .unwrap();
-    assert!(
-        !home.path().join("h").exists(),
-        "no push route, no issuer key"
-    );
-    let app = App::builder("t", &config)
+    assert!(app.shared.verifier.is_none());
+    assert!(!home.exists(), "no push route, no issuer key");
+    let seeded = crate::auth::local::test_keys::home_with_key(1);
+    let app = App::builder("t", &config_for(seeded.path()))
         .push(
             "/events/x",
             handler_fn(|_inv: Invocation<PushMessage>| async { Ok(Reply::no_content()) }),
         )
         .build()
         .unwrap();
-    assert!(app.shared.verifier.is_some());
-    assert!(
-        home.path()
-            .join("h")
-            .join(crate::auth::local::KEY_FILE)
-            .exists()
-    );
-    drop(f);
+    let verifier = app.shared.verifier.as_ref().unwrap();
+    assert_eq!(verifier.settings().issuers, [names::LOCAL_ISSUER]);
 }
 
 /// A handler that signals when it starts and finishes when released.
