@@ -505,6 +505,49 @@ async fn a_stopped_dispatcher_leaves_undelivered_messages_for_the_next_start() {
 }
 
 #[tokio::test]
+async fn a_second_bus_on_the_same_home_wakes_the_dispatcher() {
+    let s = stack();
+    let mut ep = Endpoint::start(s.issuer.clone(), |_, _| Some(204)).await;
+    s.bus
+        .subscribe(Subscription::new(SUB, TOPIC, &ep.url))
+        .unwrap();
+    // Polling is effectively off: only the in-process wake-up can deliver.
+    let d = fast(Dispatcher::new(s.bus.clone(), s.issuer.clone()))
+        .poll_interval(Duration::from_secs(3600));
+    let running = spawn_run(d);
+    // As the dev stack's functions do: their own bus on the same home.
+    let other = LocalBus::open(&s.home).unwrap();
+    let id = other
+        .publish(TOPIC, Message::new("from a function"))
+        .await
+        .unwrap();
+    let got = ep.next().await;
+    stop(running).await;
+    assert_eq!(got.message_id(), id);
+    assert_eq!(s.bus.pending(SUB).unwrap(), 0);
+}
+
+/// Set for the child process of `a_publish_from_another_process_is_picked_up`.
+const CHILD_HOME_ENV: &str = "PATCHPANDA_TEST_BUS_CHILD_HOME";
+
+/// Not a test on its own: the second process (like the CLI publishing while
+/// `patchpanda dev` runs), started by the test below.
+#[tokio::test]
+#[ignore = "run as a child process by a_publish_from_another_process_is_picked_up"]
+async fn child_process_publisher() {
+    let Ok(home) = std::env::var(CHILD_HOME_ENV) else {
+        return;
+    };
+    let home = Home::open(std::path::Path::new(&home)).unwrap();
+    let bus = LocalBus::open(&home).unwrap();
+    let id = bus
+        .publish(TOPIC, Message::new("from the cli"))
+        .await
+        .unwrap();
+    println!("published-id={id};");
+}
+
+#[tokio::test]
 async fn a_publish_from_another_process_is_picked_up() {
     let s = stack();
     let mut ep = Endpoint::start(s.issuer.clone(), |_, _| Some(204)).await;
@@ -512,13 +555,29 @@ async fn a_publish_from_another_process_is_picked_up() {
         .subscribe(Subscription::new(SUB, TOPIC, &ep.url))
         .unwrap();
     let running = spawn_run(fast(Dispatcher::new(s.bus.clone(), s.issuer.clone())));
-    // A second connection to the same home, as the CLI would open: its
-    // publish does not wake the first bus in-process, polling finds it.
-    let other = LocalBus::open(&s.home).unwrap();
-    let id = other
-        .publish(TOPIC, Message::new("from the cli"))
-        .await
-        .unwrap();
+    let home = s.home.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "bus_local::child_process_publisher",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_HOME_ENV, home)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let id = stdout
+        .split("published-id=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("the child did not publish: {stdout}"))
+        .to_string();
     let got = ep.next().await;
     stop(running).await;
     assert_eq!(got.message_id(), id);

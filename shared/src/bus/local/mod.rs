@@ -16,9 +16,10 @@ mod envelope;
 mod leases;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -139,8 +140,8 @@ pub fn subscription_resource_name(name: &str) -> String {
 #[derive(Clone)]
 pub struct LocalBus {
     conn: Arc<Mutex<Connection>>,
-    /// Wakes this process's dispatcher right after a publish; other
-    /// processes' publishes are found by polling.
+    /// Wakes a dispatcher of this process on the same home right after a
+    /// publish; other processes' publishes are found by polling.
     notify: Arc<Notify>,
     retention: Duration,
     last_prune_ms: Arc<AtomicI64>,
@@ -156,14 +157,11 @@ impl std::fmt::Debug for LocalBus {
 
 impl LocalBus {
     pub fn open(home: &Home) -> Result<LocalBus> {
-        Self::from_connection(home.db("bus")?)
-    }
-
-    fn from_connection(conn: Connection) -> Result<LocalBus> {
+        let conn = home.db("bus")?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         Ok(LocalBus {
             conn: Arc::new(Mutex::new(conn)),
-            notify: Arc::new(Notify::new()),
+            notify: notifier_for(home.path()),
             retention: DEFAULT_RETENTION,
             last_prune_ms: Arc::new(AtomicI64::new(0)),
         })
@@ -465,6 +463,22 @@ fn published(
 fn immediate<'c>(conn: &'c mut Connection) -> Result<Transaction<'c>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)
+}
+
+/// One wake-up signal per home and process: the dev stack's functions each
+/// open their own bus on the home the dispatcher delivers from.
+fn notifier_for(home: &Path) -> Arc<Notify> {
+    static NOTIFIERS: LazyLock<Mutex<HashMap<PathBuf, Weak<Notify>>>> =
+        LazyLock::new(Default::default);
+    let key = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let mut map = NOTIFIERS.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|_, n| n.strong_count() > 0);
+    if let Some(n) = map.get(&key).and_then(Weak::upgrade) {
+        return n;
+    }
+    let n = Arc::new(Notify::new());
+    map.insert(key, Arc::downgrade(&n));
+    n
 }
 
 fn now_ms() -> i64 {
