@@ -7,6 +7,7 @@
 //! runtime and the backends.
 
 pub mod alert;
+mod app;
 pub mod clock;
 pub mod dedup;
 pub mod delivery;
@@ -26,6 +27,7 @@ use patchpanda_shared::bus::Bus;
 use patchpanda_shared::notice::RotationNotice;
 
 pub use alert::{Alert, Rule, Severity};
+pub use app::{SERVICE, app, app_with};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Malformed;
 pub use settings::Settings;

@@ -80,7 +80,7 @@ impl Suppressor {
             }
             false
         });
-        out.sort_by(|a, b| a.time.cmp(&b.time));
+        out.sort_by_key(|a| a.time);
         out
     }
 
