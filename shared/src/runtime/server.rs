@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, get};
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::ServiceExt;
@@ -332,10 +334,11 @@ fn method_not_allowed(
 fn reply_response(reply: Reply) -> Response {
     let mut resp = Response::new(Body::from(reply.body));
     *resp.status_mut() = reply.status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
+    // from_static would panic on a bad value; a handler's typo must not.
+    let content_type = HeaderValue::from_str(reply.content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     resp
 }
 
@@ -483,7 +486,17 @@ async fn dispatch<E: Send + 'static>(
             deadline: started + timeout,
             caller,
         };
-        handler.oneshot(Invocation::new(event, ctx)).await
+        // A panicking handler would otherwise drop the connection without
+        // an answer; a 500 tells the caller to retry and the log says why.
+        AssertUnwindSafe(handler.oneshot(Invocation::new(event, ctx)))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(HandlerError::permanent(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the handler panicked",
+                ))
+            })
     };
     async move {
         let result = match tokio::time::timeout(timeout, work).await {

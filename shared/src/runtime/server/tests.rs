@@ -78,6 +78,7 @@ fn test_app(f: &Fixture) -> AppBuilder {
             1024,
             handler_fn(|inv: Invocation<HttpRequest>| async move {
                 match &inv.event.body[..] {
+                    b"panic" => panic!("handler bug"),
                     b"retry" => Err(HandlerError::retryable("bus down\nsecond line")),
                     b"bad" => Err(HandlerError::bad_request("field x is missing")),
                     _ => Err(crate::Error::NotFound("secret y".into()).into()),
@@ -259,6 +260,11 @@ async fn handler_errors_map_to_status_and_one_line() {
         ),
         ("bad", StatusCode::BAD_REQUEST, "field x is missing\n"),
         ("other", StatusCode::NOT_FOUND, "not found: secret y\n"),
+        (
+            "panic",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the handler panicked\n",
+        ),
     ];
     for (input, status, line) in cases {
         let (got, headers, body) = send(&router, req("POST", "/fail", input)).await;
