@@ -362,6 +362,8 @@ mod tests {
 
     const KEY: &str = "projects/p1/locations/us-central1/keyRings/patchpanda-keys/cryptoKeys/patchpanda-crypto-key";
 
+    // Recorded requests, compared whole; their size does not matter here.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug, Clone, PartialEq)]
     enum Call {
         Encrypt(model::EncryptRequest),

@@ -103,7 +103,7 @@ pub(crate) fn required_time(
 }
 
 pub(crate) fn duration(d: &google_cloud_wkt::Duration) -> Option<std::time::Duration> {
-    std::time::Duration::try_from(d.clone()).ok()
+    std::time::Duration::try_from(*d).ok()
 }
 
 #[cfg(test)]
@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn status_codes_map_to_canonical_errors() {
-        let cases: [(Code, fn(&Error) -> bool); 16] = [
+        type IsExpected = fn(&Error) -> bool;
+        let cases: [(Code, IsExpected); 16] = [
             (Code::NotFound, |e| matches!(e, Error::NotFound(_))),
             (Code::AlreadyExists, |e| {
                 matches!(e, Error::AlreadyExists(_))

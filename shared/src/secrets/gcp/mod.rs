@@ -315,7 +315,7 @@ impl SecretStore for GcpSecretStore {
             let v = item.map_err(|e| gax::to_error(&e, &parent))?;
             out.push(version_from_model(v)?);
         }
-        out.sort_by(|a, b| b.number.cmp(&a.number));
+        out.sort_by_key(|v| std::cmp::Reverse(v.number));
         Ok(out)
     }
 
