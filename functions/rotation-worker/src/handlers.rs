@@ -5,14 +5,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
+use patchpanda_shared::backends::Backends;
+use patchpanda_shared::config::{Config, Env};
+use patchpanda_shared::runtime::server::BoxError;
 use patchpanda_shared::runtime::{
-    AppBuilder, Handler, HandlerError, Invocation, PushMessage, ReadyCheck, Reply, SchedulerJob,
-    handler_fn,
+    App, AppBuilder, Handler, HandlerError, Invocation, PushMessage, ReadyCheck, Reply,
+    SchedulerJob, handler_fn,
 };
 use serde::Deserialize;
 
 use crate::events::{self, SecretEvent};
-use crate::{FinishReport, RotationError, Rotator};
+use crate::{FinishReport, RotationError, Rotator, Settings};
 
 pub const SERVICE: &str = "rotation-worker";
 
@@ -23,6 +26,14 @@ pub struct RotateRequest {
     pub secret: String,
     #[serde(default)]
     pub emergency: bool,
+}
+
+/// The function as Cloud Run (or the local stack) runs it.
+pub async fn app(config: Config, env: Env) -> Result<App, BoxError> {
+    let settings = Settings::from_config(&config, &env)?;
+    let b = Backends::open(&config).await?;
+    let rotator = Arc::new(Rotator::new(b.secrets, b.kms, b.bus, settings));
+    Ok(routes(App::builder(SERVICE, &config), rotator).build()?)
 }
 
 /// The worker's routes on `builder`, served by `rotator`.

@@ -30,7 +30,7 @@ use serde::Serialize;
 pub use error::RotationError;
 pub use finish::{DueReport, FinishReport};
 pub use github::{AppApi, AppApiError, AppFactory, GitHubSettings};
-// pub use handlers::app;
+pub use handlers::app;
 pub use protocol::{CrashPoint, Step};
 pub use status::StatusReport;
 
