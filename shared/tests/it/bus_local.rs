@@ -13,13 +13,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::{Algorithm, Validation};
 use patchpanda_shared::auth::local::LocalIssuer;
+use patchpanda_shared::auth::{PushVerifier, StaticKeys, VerifierSettings};
 use patchpanda_shared::bus::local::{Dispatcher, LocalBus, Subscription};
 use patchpanda_shared::bus::{Bus, Message};
 use patchpanda_shared::local::Home;
 use patchpanda_shared::names;
-use serde::Deserialize;
+use patchpanda_shared::runtime::decode;
+use patchpanda_shared::runtime::events::{PushFormat, PushMessage};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,16 +30,12 @@ const SUB: &str = "test-push";
 /// Only a guard against a hung test; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Deserialize)]
-struct Claims {
-    email: String,
-    email_verified: bool,
-}
-
 /// One request the endpoint received, with what it answered.
 #[derive(Debug, Clone)]
 struct Received {
     body: Value,
+    /// What the functions' runtime makes of the same request.
+    decoded: Option<PushMessage>,
     email: String,
     status: u16,
 }
@@ -68,9 +65,9 @@ type Respond = Arc<dyn Fn(&Value, usize) -> Option<u16> + Send + Sync>;
 
 #[derive(Clone)]
 struct EndpointState {
-    issuer: Arc<LocalIssuer>,
-    /// The `aud` the endpoint accepts.
-    audience: String,
+    /// Accepts tokens of the local issuer for one audience, from the push
+    /// account only.
+    verifier: Arc<PushVerifier>,
     respond: Respond,
     seen: Arc<AtomicUsize>,
     tx: mpsc::UnboundedSender<Received>,
@@ -99,9 +96,13 @@ impl Endpoint {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/events/test", listener.local_addr().unwrap());
         let (tx, rx) = mpsc::unbounded_channel();
+        let keys = StaticKeys::from_jwks(&issuer.jwks()).unwrap();
+        let settings = VerifierSettings::local(
+            Some(audience.unwrap_or(&url).to_string()),
+            vec![names::PRINCIPAL_PUSH.to_string()],
+        );
         let state = EndpointState {
-            issuer,
-            audience: audience.unwrap_or(&url).to_string(),
+            verifier: Arc::new(PushVerifier::new(Arc::new(keys), settings)),
             respond: Arc::new(respond),
             seen: Arc::new(AtomicUsize::new(0)),
             tx,
@@ -138,19 +139,11 @@ impl Drop for Endpoint {
 }
 
 async fn handle(State(state): State<EndpointState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[state.audience.as_str()]);
-    validation.set_issuer(&[names::LOCAL_ISSUER]);
-    let claims =
-        match jsonwebtoken::decode::<Claims>(token, state.issuer.decoding_key(), &validation) {
-            Ok(data) if data.claims.email_verified => data.claims,
-            _ => return StatusCode::UNAUTHORIZED,
-        };
+    // The functions' own verifier, fed the local issuer's published keys.
+    let claims = match state.verifier.verify(&headers, "/events/test").await {
+        Ok(caller) => caller,
+        Err(_) => return StatusCode::UNAUTHORIZED,
+    };
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -158,6 +151,7 @@ async fn handle(State(state): State<EndpointState>, headers: HeaderMap, body: By
     if content_type != "application/json" {
         return StatusCode::UNSUPPORTED_MEDIA_TYPE;
     }
+    let decoded = decode::push_message(&headers, &body).ok();
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
@@ -166,6 +160,7 @@ async fn handle(State(state): State<EndpointState>, headers: HeaderMap, body: By
     let status = answer.unwrap_or(0);
     let _ = state.tx.send(Received {
         body,
+        decoded,
         email: claims.email,
         status,
     });
@@ -254,6 +249,20 @@ async fn pushes_a_real_signed_envelope_and_lists_history() {
         format!("projects/local/subscriptions/{SUB}")
     );
     assert_eq!(got.attempt(), 1);
+    // The functions' runtime reads it as a wrapped push, field for field.
+    let decoded = got
+        .decoded
+        .as_ref()
+        .expect("the runtime decodes the envelope");
+    assert_eq!(decoded.format, PushFormat::Wrapped);
+    assert_eq!(decoded.message_id, id);
+    assert_eq!(&decoded.data[..], b"{\"hello\":1}");
+    assert_eq!(decoded.attributes["eventType"], "TEST");
+    assert_eq!(decoded.delivery_attempt, Some(1));
+    assert_eq!(
+        decoded.publish_time,
+        Some(s.bus.messages(TOPIC).unwrap()[0].publish_time)
+    );
     assert_eq!(s.bus.pending(SUB).unwrap(), 0);
     assert_eq!(d.run_once().await.unwrap(), 0);
 
@@ -408,6 +417,8 @@ async fn an_ordering_key_holds_later_messages_until_earlier_ones_are_acked() {
     pos(b"free", 204);
     let k2 = got.iter().find(|r| r.data() == b"k2").unwrap();
     assert_eq!(k2.body["message"]["orderingKey"], "K");
+    let decoded = k2.decoded.as_ref().unwrap();
+    assert_eq!(decoded.ordering_key.as_deref(), Some("K"));
     assert_eq!(k2.attempt(), 1);
     assert_eq!(s.bus.pending(SUB).unwrap(), 0);
 }
