@@ -43,6 +43,7 @@ impl GcpKms {
     /// `projects/P/locations/L/keyRings/R/cryptoKeys/K`.
     pub async fn new(key_name: &str) -> Result<Self> {
         validate_key_name(key_name)?;
+        gax::refuse_payload_logging("Cloud KMS client")?;
         let client = KeyManagementService::builder()
             .build()
             .await

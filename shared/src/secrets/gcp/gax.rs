@@ -83,6 +83,26 @@ pub(crate) fn from_builder(err: &google_cloud_gax::client_builder::Error, what: 
     }
 }
 
+/// The client libraries' own request logging (`GOOGLE_CLOUD_RUST_LOGGING=true`)
+/// prints whole requests and responses at DEBUG, payloads and plaintexts
+/// included; a client that carries secrets must not start with it on.
+pub(crate) fn refuse_payload_logging(what: &str) -> crate::Result<()> {
+    refuse_payload_logging_if(
+        std::env::var("GOOGLE_CLOUD_RUST_LOGGING").ok().as_deref(),
+        what,
+    )
+}
+
+fn refuse_payload_logging_if(value: Option<&str>, what: &str) -> crate::Result<()> {
+    if value == Some("true") {
+        Err(Error::FailedPrecondition(format!(
+            "{what}: GOOGLE_CLOUD_RUST_LOGGING=true would log secret payloads; unset it"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// CRC32C as the APIs carry it: an int64 holding the unsigned 32-bit value.
 pub(crate) fn crc32c(data: &[u8]) -> i64 {
     i64::from(crc32c::crc32c(data))
@@ -178,6 +198,16 @@ mod tests {
             to_error(&http(403), "r"),
             Error::PermissionDenied(_)
         ));
+    }
+
+    #[test]
+    fn request_logging_that_would_show_payloads_is_refused() {
+        assert!(matches!(
+            refuse_payload_logging_if(Some("true"), "Secret Manager client"),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(refuse_payload_logging_if(Some("false"), "x").is_ok());
+        assert!(refuse_payload_logging_if(None, "x").is_ok());
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl GcpSecretStore {
     /// A client with Application Default Credentials.
     pub async fn new(project: &str) -> Result<Self> {
         validate_project(project)?;
+        gax::refuse_payload_logging("Secret Manager client")?;
         let client = SecretManagerService::builder()
             .build()
             .await
