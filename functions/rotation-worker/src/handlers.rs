@@ -73,7 +73,14 @@ pub fn events_handler(rotator: Arc<Rotator>) -> Handler<PushMessage> {
                     tracing::debug!(%event_type, why, "secret event acknowledged");
                     return Ok(Reply::no_content());
                 }
-                SecretEvent::Rotate(kind) => rotator.rotate(kind.logical(), false).await.map(Some),
+                SecretEvent::Rotate(kind) => match rotator.rotate(kind.logical(), false).await {
+                    // The schedule asked for a rotation and one is running.
+                    Err(e @ RotationError::InProgress { .. }) => {
+                        tracing::info!(error = %e, "SECRET_ROTATE served by the rotation in flight");
+                        return Ok(Reply::text(StatusCode::OK, e.to_string()));
+                    }
+                    other => other.map(Some),
+                },
                 SecretEvent::VersionAdded { kind, version } => {
                     rotator.promote_upload(kind.logical(), version).await
                 }
@@ -89,9 +96,9 @@ pub fn events_handler(rotator: Arc<Rotator>) -> Handler<PushMessage> {
 
 /// How a push is answered when the rotation did not succeed: outcomes that
 /// were announced on the rotation topic (rolled back, rejected, due) are
-/// acknowledged, since redelivering the event cannot change them; a rotation
-/// the schedule asked for while one runs is served by that one. Everything
-/// else goes back to Pub/Sub to be redelivered.
+/// acknowledged, since redelivering the event cannot change them. Everything
+/// else (an upload arriving while a rotation runs, a paused rotation, a
+/// backend outage) goes back to Pub/Sub to be redelivered.
 fn event_error(e: RotationError) -> Result<Reply, HandlerError> {
     match &e {
         RotationError::RolledBack { .. }

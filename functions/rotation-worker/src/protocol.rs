@@ -235,13 +235,33 @@ impl Rotator {
         Ok(())
     }
 
-    /// Takes the secret's rotation lease: a free secret gets `fresh`, a lapsed
-    /// lease is taken over with its state (to resume), a live one is refused.
+    /// Takes the secret's rotation lease for a new rotation: a free secret
+    /// gets `fresh`, a lapsed lease is taken over with its state (to resume),
+    /// a live one is refused.
     pub(crate) async fn acquire(
         &self,
         kind: Kind,
         fresh: RotationState,
     ) -> Result<Lease, RotationError> {
+        let emergency = fresh.emergency;
+        match self.lease(kind, Some(fresh), emergency).await? {
+            Some(lease) => Ok(lease),
+            None => Err(Error::Internal("a fresh lease was not taken".into()).into()),
+        }
+    }
+
+    /// Takes over a lapsed rotation only; `None` when the secret has none
+    /// (it may have finished meanwhile: nothing new is started).
+    pub(crate) async fn take_over(&self, kind: Kind) -> Result<Option<Lease>, RotationError> {
+        self.lease(kind, None, false).await
+    }
+
+    async fn lease(
+        &self,
+        kind: Kind,
+        fresh: Option<RotationState>,
+        emergency: bool,
+    ) -> Result<Option<Lease>, RotationError> {
         let id = self.settings.secret_id(kind.logical());
         for _ in 0..CAS_ATTEMPTS {
             let secret = self.store.get_secret(&id).await?;
@@ -260,7 +280,7 @@ impl Rotator {
                     tracing::warn!(secret = %id, rotation_id = %s.id, step = %s.step, "taking over a lapsed rotation");
                     // An emergency request upgrades a resumed rotation while
                     // its grace is still undecided.
-                    if fresh.emergency
+                    if emergency
                         && matches!(
                             s.step,
                             Step::Started | Step::Created | Step::Set | Step::Tested
@@ -273,7 +293,9 @@ impl Rotator {
                     (s, true)
                 }
                 None => {
-                    let mut s = fresh.clone();
+                    let Some(mut s) = fresh.clone() else {
+                        return Ok(None);
+                    };
                     s.holder = holder;
                     s.started = now;
                     s.lease_until = now + self.settings.lease_ttl;
@@ -293,12 +315,12 @@ impl Rotator {
                 .await
             {
                 Ok(_) => {
-                    return Ok(Lease {
+                    return Ok(Some(Lease {
                         kind,
                         id,
                         state,
                         resumed,
-                    });
+                    }));
                 }
                 // Someone wrote first: look again (they may hold it now).
                 Err(Error::Aborted(_)) => continue,
@@ -456,25 +478,26 @@ impl Rotator {
             return Ok(None);
         }
         let id = self.settings.secret_id(kind.logical());
-        let secret = self.store.get_secret(&id).await?;
+        let mut secret = self.store.get_secret(&id).await?;
         if let Some(s) = rotation_state(&secret) {
             if s.pending == Some(version) && s.lease_until > self.now() {
                 // Our own rotation of this very version: a duplicate event.
                 return Ok(None);
             }
-            // Finish (or refuse, if live) what is in flight first; the upload
-            // is looked at again by the event's redelivery.
-            let lease = self.acquire(kind, self.fresh_state(false)).await?;
-            let outcome = self.run(lease).await;
-            if s.pending == Some(version) {
-                return outcome.map(Some);
+            // Finish what is in flight first (a live one is refused, and the
+            // event comes back later).
+            if let Some(lease) = self.take_over(kind).await? {
+                let outcome = self.run(lease).await;
+                if s.pending == Some(version) {
+                    return outcome.map(Some);
+                }
+                if let Err(e) = outcome
+                    && e.is_retryable()
+                {
+                    return Err(e);
+                }
             }
-            return Err(RotationError::InProgress {
-                secret: kind.logical().to_string(),
-                rotation_id: s.id,
-                step: s.step.to_string(),
-                since: s.started,
-            });
+            secret = self.store.get_secret(&id).await?;
         }
         if !kinds::is_unpromoted_upload(self, &id, &secret, version).await? {
             return Ok(None);
@@ -496,12 +519,12 @@ impl Rotator {
         if s.lease_until > self.now() {
             return None;
         }
-        Some(
-            match self.acquire(kind, self.fresh_state(s.emergency)).await {
-                Ok(lease) => self.run(lease).await,
-                Err(e) => Err(e),
-            },
-        )
+        Some(match self.take_over(kind).await {
+            Ok(Some(lease)) => self.run(lease).await,
+            // Finished by its own worker meanwhile.
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        })
     }
 
     pub(crate) fn fresh_state(&self, emergency: bool) -> RotationState {
@@ -910,11 +933,13 @@ impl Rotator {
             return kinds::kms_key::rollback(self).await;
         }
         let id = self.settings.secret_id(kind.logical());
-        let secret = self.store.get_secret(&id).await?;
-        if let Some(s) = rotation_state(&secret) {
-            let mut lease = self.acquire(kind, self.fresh_state(false)).await?;
+        let mut secret = self.store.get_secret(&id).await?;
+        if rotation_state(&secret).is_some()
+            && let Some(mut lease) = self.take_over(kind).await?
+        {
+            // Undoing a rotation still in flight means rolling it back.
             if matches!(
-                s.step,
+                lease.state.step,
                 Step::Started | Step::Created | Step::Set | Step::Tested
             ) {
                 self.save(&mut lease, Fin::Keep, |st, _, _| {
@@ -924,16 +949,21 @@ impl Rotator {
                 .await?;
             }
             let rotation_id = lease.state.id.clone();
-            return match self.drive(&mut lease).await {
+            match self.drive(&mut lease).await {
                 Err(
                     RotationError::RolledBack { reason, .. }
                     | RotationError::Rejected { reason, .. },
                 ) => {
-                    self.outcome_of_rollback(kind, rotation_id, Some(reason))
-                        .await
+                    return self
+                        .outcome_of_rollback(kind, rotation_id, Some(reason))
+                        .await;
                 }
-                other => other,
-            };
+                // Past its alias move the rotation was completed; undo it
+                // below like any finished one.
+                Ok(o) if o.result == NoticeEvent::Rotated => {}
+                other => return other,
+            }
+            secret = self.store.get_secret(&id).await?;
         }
         let Some(previous) = secret.aliases.get(names::ALIAS_PREVIOUS).copied() else {
             return Err(RotationError::Precondition {

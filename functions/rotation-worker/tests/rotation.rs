@@ -805,3 +805,70 @@ async fn the_local_backend_rotates_resumes_and_rolls_back() {
         .unwrap();
     assert_eq!(app.service(), "rotation-worker");
 }
+
+#[tokio::test]
+async fn rollback_of_a_crashed_rotation_undoes_it_whatever_the_step() {
+    // Before the alias move: the pending version is rolled back.
+    let env = TestEnv::new(true).await;
+    let before = env.github().hook_secret();
+    let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::Set));
+    crashing.rotate(WH, false).await.unwrap_err();
+    // While the crashed worker's lease lasts, the operator is told to wait.
+    let err = env.rotator().rollback(WH).await.unwrap_err();
+    assert!(matches!(err, RotationError::InProgress { .. }), "{err}");
+    env.clock.advance(Duration::from_secs(301));
+    let out = env.rotator().rollback(WH).await.unwrap();
+    assert_eq!(out.result, NoticeEvent::RolledBack);
+    assert_eq!(out.version, Some(1));
+    let s = env.secret(WH).await;
+    assert_eq!(s.aliases.get("current"), Some(&1));
+    assert!(!s.aliases.contains_key("pending"));
+    assert_eq!(env.version(WH, 2).await.state, VersionState::Disabled);
+    // GitHub had been given version 2: it got version 1 back.
+    assert_eq!(env.github().hook_secret(), before);
+
+    // After the alias move: the rotation is completed, then reverted.
+    let env = TestEnv::new(true).await;
+    let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::Finished));
+    crashing.rotate(WH, false).await.unwrap_err();
+    env.clock.advance(Duration::from_secs(301));
+    let out = env.rotator().rollback(WH).await.unwrap();
+    assert_eq!((out.version, out.previous_version), (Some(1), Some(2)));
+    assert_eq!(env.github().hook_secret(), env.value(WH, 1).await);
+    let events: Vec<_> = env.bus.notices().iter().map(|n| n.event).collect();
+    assert_eq!(
+        events,
+        [
+            NoticeEvent::Started,
+            NoticeEvent::Rotated,
+            NoticeEvent::RolledBack
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_upload_during_a_rotation_waits_for_it() {
+    let env = TestEnv::new(true).await;
+    let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::Created));
+    let first = env.upload(PK, NEXT_KEY).await;
+    crashing.rotate(PK, false).await.unwrap_err();
+    // A second upload while the first one's rotation holds the lease: the
+    // event is refused (Pub/Sub redelivers it), nothing changes.
+    let second = env.upload(PK, APP_KEY).await;
+    let err = env.rotator().promote_upload(PK, second).await.unwrap_err();
+    assert_eq!(HandlerError::from(err).status(), StatusCode::CONFLICT);
+    // Once the lease lapsed, the redelivery finishes the first rotation,
+    // then promotes the second upload.
+    env.clock.advance(Duration::from_secs(301));
+    let out = env
+        .rotator()
+        .promote_upload(PK, second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (out.version, out.previous_version),
+        (Some(second), Some(first))
+    );
+    assert_eq!(env.secret(PK).await.aliases.get("current"), Some(&second));
+}
