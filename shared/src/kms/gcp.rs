@@ -91,9 +91,9 @@ impl GcpKms {
 
     /// The number of one of this key's versions, from its full name.
     fn version_number(&self, name: &str) -> Result<u64> {
-        name.strip_prefix(&self.key_name)
-            .and_then(|rest| rest.strip_prefix("/cryptoKeyVersions/"))
-            .and_then(|n| n.parse::<u64>().ok())
+        name.rsplit_once("/cryptoKeyVersions/")
+            .filter(|(key, _)| same_key(key, &self.key_name))
+            .and_then(|(_, n)| n.parse::<u64>().ok())
             .filter(|n| *n > 0)
             .ok_or_else(|| {
                 Error::Internal(format!(
@@ -125,7 +125,7 @@ impl GcpKms {
     }
 
     fn info_from(&self, key: model::CryptoKey) -> Result<KeyInfo> {
-        if key.name != self.key_name {
+        if !same_key(&key.name, &self.key_name) {
             return Err(Error::Internal(format!(
                 "{}: the service answered with key {:?}",
                 self.key_name, key.name
@@ -137,7 +137,7 @@ impl GcpKms {
             .map(|v| self.key_version(v))
             .transpose()?;
         Ok(KeyInfo {
-            name: key.name.clone(),
+            name: self.key_name.clone(),
             primary,
             rotation_period: key.rotation_period().and_then(|d| gax::duration(d)),
             next_rotation_time: key.next_rotation_time.as_ref().and_then(gax::time),
@@ -316,6 +316,18 @@ impl Kms for GcpKms {
             .map_err(|e| gax::to_error(&e, &self.version_name(number)))?;
         self.info_from(key)
     }
+}
+
+/// Whether two key names are the same key, whether each names the project
+/// by id or by number.
+fn same_key(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    a.len() == 8
+        && a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .enumerate()
+            .all(|(i, (x, y))| i == 1 || x == y)
 }
 
 fn check_size(what: &str, len: usize, max: usize, key: &str) -> Result<()> {
@@ -712,6 +724,31 @@ mod tests {
         assert!(
             matches!(&calls[1..], [Call::GetVersion(a), Call::GetVersion(_)] if a.name == format!("{KEY}/cryptoKeyVersions/5"))
         );
+    }
+
+    #[tokio::test]
+    async fn answers_naming_the_project_by_number_are_the_same_key() {
+        let by_number = KEY.replace("projects/p1/", "projects/123456/");
+        let fake = Fake::with(|c| {
+            c.encrypt =
+                Some(good_encrypt(b"ct").set_name(format!("{by_number}/cryptoKeyVersions/2")));
+            c.key = Some(
+                model::CryptoKey::new()
+                    .set_name(by_number.clone())
+                    .set_primary(
+                        version(2, State::Enabled)
+                            .set_name(format!("{by_number}/cryptoKeyVersions/2")),
+                    ),
+            );
+        });
+        kms(&fake).encrypt(b"x", b"").await.unwrap();
+        let info = kms(&fake).key_info().await.unwrap();
+        assert_eq!(info.name, KEY);
+        assert_eq!(info.primary.map(|p| p.number), Some(2));
+        assert!(!same_key(
+            KEY,
+            &KEY.replace("patchpanda-keys", "other-ring")
+        ));
     }
 
     #[tokio::test]
