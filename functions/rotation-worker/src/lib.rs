@@ -210,3 +210,37 @@ impl Rotator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_environment() {
+        let env = Env::from_pairs([
+            ("PATCHPANDA_ROTATION_GRACE", "2h"),
+            ("PATCHPANDA_RETENTION", "7d"),
+            ("PATCHPANDA_KEY_MAX_AGE", "90d"),
+            ("GITHUB_APP_ID", "42"),
+        ]);
+        let config = Config::from_env(&env, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let s = Settings::from_config(&config, &env).unwrap();
+        assert_eq!(s.grace, Duration::from_secs(7200));
+        assert_eq!(s.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(s.key_max_age, Duration::from_secs(90 * 86400));
+        assert_eq!(s.github.as_ref().unwrap().app_id, "42");
+        assert!(s.github.as_ref().unwrap().is_this_app(42));
+        assert!(!s.github.as_ref().unwrap().is_this_app(43));
+
+        let none = Env::default();
+        let config = Config::from_env(&none, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let s = Settings::from_config(&config, &none).unwrap();
+        assert!(s.github.is_none());
+        assert_eq!(s.key_max_age, DEFAULT_KEY_MAX_AGE);
+
+        let bad = Env::from_pairs([("PATCHPANDA_KEY_MAX_AGE", "forever")]);
+        let config = Config::from_env(&bad, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let err = Settings::from_config(&config, &bad).unwrap_err();
+        assert_eq!(err.variable, "PATCHPANDA_KEY_MAX_AGE");
+    }
+}
