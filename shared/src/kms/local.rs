@@ -99,6 +99,7 @@ impl LocalKms {
             .map_err(sqlite_error)?;
         }
         purge_expired(&tx, Utc::now())?;
+        rotate_if_due(&tx, Utc::now())?;
         tx.commit().map_err(sqlite_error)?;
         Ok(LocalKms {
             db: Db::new(conn),
@@ -331,8 +332,24 @@ impl Kms for LocalKms {
         Ok(SecretValue::new(std::mem::take(&mut *body)))
     }
 
+    /// Also performs a scheduled rotation that has come due, as Cloud KMS
+    /// does on its own: long-running local stacks see the key rotate.
     async fn key_info(&self) -> Result<KeyInfo> {
-        self.db.run(|c| key_info(c)).await
+        self.db
+            .run(|c| {
+                let info = key_info(c)?;
+                if info.next_rotation_time.is_some_and(|t| t > Utc::now()) {
+                    return Ok(info);
+                }
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite_error)?;
+                rotate_if_due(&tx, Utc::now())?;
+                let info = key_info(&tx)?;
+                tx.commit().map_err(sqlite_error)?;
+                Ok(info)
+            })
+            .await
     }
 
     async fn list_versions(&self) -> Result<Vec<KeyVersion>> {
@@ -602,6 +619,46 @@ fn change_version(
     Ok(KeyVersion { state, ..v })
 }
 
+/// Cloud KMS's automatic rotation: once `next_rotation_time` has passed, a
+/// new version becomes primary and the time moves on by whole periods.
+/// Runs inside the caller's write transaction.
+fn rotate_if_due(c: &Connection, now: DateTime<Utc>) -> Result<Option<u64>> {
+    let next: String = c
+        .query_row(
+            "SELECT next_rotation_time FROM crypto_key WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite_error)?;
+    let mut next = parse_ts(&next)?;
+    if next > now {
+        return Ok(None);
+    }
+    let period = chrono::Duration::from_std(ROTATION_PERIOD).map_err(internal)?;
+    while next <= now {
+        next += period;
+    }
+    let number: u64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM key_versions",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite_error)?;
+    insert_version(c, number, now)?;
+    c.execute(
+        "UPDATE crypto_key SET primary_version = ?1, next_rotation_time = ?2 WHERE id = 1",
+        params![number, ts(next)],
+    )
+    .map_err(sqlite_error)?;
+    tracing::info!(
+        key = KEY_NAME,
+        version = number,
+        "scheduled key rotation: new primary version"
+    );
+    Ok(Some(number))
+}
+
 /// Versions whose scheduled destruction time has passed lose their material.
 fn purge_expired(c: &Connection, now: DateTime<Utc>) -> Result<()> {
     c.execute(
@@ -815,6 +872,29 @@ mod tests {
             .await
             .unwrap();
         assert!(material.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_due_scheduled_rotation_makes_a_new_primary() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = open(dir.path(), None);
+        let old = kms.encrypt(b"before", b"").await.unwrap();
+        let past = ts(Utc::now() - chrono::Duration::days(1));
+        kms.db
+            .run(move |c| {
+                c.execute("UPDATE crypto_key SET next_rotation_time = ?1", [past])
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        let info = kms.key_info().await.unwrap();
+        assert_eq!(info.primary.unwrap().number, 2);
+        let next = info.next_rotation_time.unwrap();
+        assert!(next > Utc::now() + chrono::Duration::days(88), "{next}");
+        // Idempotent until the next period, and old ciphertexts still open.
+        assert_eq!(kms.key_info().await.unwrap().primary.unwrap().number, 2);
+        assert_eq!(kms.list_versions().await.unwrap().len(), 2);
+        assert_eq!(kms.decrypt(&old, b"").await.unwrap().expose(), b"before");
     }
 
     #[test]

@@ -171,9 +171,17 @@ impl SecretCache {
         flight.await
     }
 
-    /// Refreshes every secret the cache knows, in parallel.
+    /// Refreshes every secret the cache holds a value for, in parallel.
+    /// (A secret whose value was dropped after a definitive failure is
+    /// fetched again by its next `get`.)
     pub async fn refresh_all(&self) -> Result<()> {
-        let ids: Vec<String> = self.inner.entries().keys().cloned().collect();
+        let ids: Vec<String> = self
+            .inner
+            .entries()
+            .iter()
+            .filter(|(_, e)| e.snapshot.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
         let all = ids.iter().map(|id| async move {
             self.refresh(id)
                 .await
@@ -632,5 +640,9 @@ mod tests {
         assert_eq!(s.fetches.load(Ordering::SeqCst), 3);
         cache.refresh_all().await.unwrap();
         assert_eq!(s.fetches.load(Ordering::SeqCst), 4);
+        // A secret that never loaded does not break refresh_all.
+        assert!(matches!(cache.get("missing").await, Err(Error::NotFound(_))));
+        cache.refresh_all().await.unwrap();
+        assert_eq!(s.fetches.load(Ordering::SeqCst), 6);
     }
 }
