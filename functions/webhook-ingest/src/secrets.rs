@@ -1,0 +1,173 @@
+//! The webhook-secret keyring: which secret versions a delivery's signature
+//! may match. `current` always; `previous` only while the rotation's grace
+//! lasts, i.e. while the secret's `patchpanda-previous-valid-until`
+//! annotation names a future time. Without that annotation `previous` is not
+//! accepted: the rotation worker always writes it for a graceful rotation
+//! and removes it for an emergency one, so its absence means "no grace".
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use patchpanda_shared::SecretValue;
+use patchpanda_shared::github::signature;
+use patchpanda_shared::names;
+use patchpanda_shared::secrets::cache::{SecretCache, SecretSnapshot};
+
+/// The webhook secret's valid versions, from the shared cache.
+pub struct WebhookKeyring {
+    cache: Arc<SecretCache>,
+    id: String,
+}
+
+impl WebhookKeyring {
+    /// `id` is the Secret Manager id, e.g. `patchpanda-webhook-secret`.
+    pub fn new(cache: Arc<SecretCache>, id: String) -> Self {
+        Self { cache, id }
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The snapshot (fetched again after the cache's TTL).
+    pub async fn snapshot(&self) -> patchpanda_shared::Result<Arc<SecretSnapshot>> {
+        self.cache.get(&self.id).await
+    }
+
+    /// Reads the secret again now (a rotation notice said it changed).
+    pub async fn reload(&self) -> patchpanda_shared::Result<()> {
+        self.cache.refresh(&self.id).await.map(|_| ())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.cache.is_loaded(&self.id)
+    }
+
+    /// The version whose secret signed `body` with `header`, trying every
+    /// valid version (each comparison constant time). None if none did.
+    pub fn verify(
+        snapshot: &SecretSnapshot,
+        body: &[u8],
+        header: &str,
+        now: DateTime<Utc>,
+    ) -> Option<u64> {
+        let digest = signature::parse_header(header)?;
+        // Try every key even after a match, so the time taken does not tell
+        // which version matched.
+        let mut matched = None;
+        for (version, secret) in valid_keys(snapshot, now) {
+            if signature::verify_digest(secret.expose(), body, &digest) && matched.is_none() {
+                matched = Some(version);
+            }
+        }
+        matched
+    }
+}
+
+/// `(version, secret)` of `current`, then of `previous` if its grace has
+/// not ended at `now`.
+pub fn valid_keys(snapshot: &SecretSnapshot, now: DateTime<Utc>) -> Vec<(u64, &SecretValue)> {
+    let mut keys = vec![(snapshot.current.version.number, &snapshot.current.value)];
+    if let Some(prev) = &snapshot.previous
+        && previous_valid_until(snapshot).is_some_and(|until| now < until)
+    {
+        keys.push((prev.version.number, &prev.value));
+    }
+    keys
+}
+
+/// When `previous` stops being accepted, per the secret's annotation.
+pub fn previous_valid_until(snapshot: &SecretSnapshot) -> Option<DateTime<Utc>> {
+    snapshot
+        .secret
+        .annotations
+        .get(names::ANNOTATION_PREVIOUS_VALID_UNTIL)
+        .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patchpanda_shared::secrets::{AccessedVersion, Secret, SecretVersion, VersionState};
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    fn version(n: u64, value: &str) -> AccessedVersion {
+        AccessedVersion {
+            version: SecretVersion {
+                secret: "patchpanda-webhook-secret".into(),
+                number: n,
+                state: VersionState::Enabled,
+                create_time: Utc::now(),
+                destroy_time: None,
+            },
+            value: SecretValue::from(value.to_string()),
+        }
+    }
+
+    fn snapshot(until: Option<&str>) -> SecretSnapshot {
+        let mut annotations = BTreeMap::new();
+        if let Some(u) = until {
+            annotations.insert(
+                names::ANNOTATION_PREVIOUS_VALID_UNTIL.to_string(),
+                u.to_string(),
+            );
+        }
+        SecretSnapshot {
+            secret: Secret {
+                id: "patchpanda-webhook-secret".into(),
+                create_time: Utc::now(),
+                aliases: BTreeMap::new(),
+                annotations,
+                etag: "e".into(),
+                next_rotation_time: None,
+                rotation_period: None,
+            },
+            current: version(2, "new"),
+            previous: Some(version(1, "old")),
+            fetched_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn previous_counts_only_during_its_grace() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let body = b"{}";
+        let old_sig = signature::sign(b"old", body);
+        let new_sig = signature::sign(b"new", body);
+
+        let in_grace = snapshot(Some("2026-01-01T13:00:00Z"));
+        assert_eq!(
+            WebhookKeyring::verify(&in_grace, body, &new_sig, now),
+            Some(2)
+        );
+        assert_eq!(
+            WebhookKeyring::verify(&in_grace, body, &old_sig, now),
+            Some(1)
+        );
+
+        let over = snapshot(Some("2026-01-01T11:59:59Z"));
+        assert_eq!(WebhookKeyring::verify(&over, body, &old_sig, now), None);
+        assert_eq!(WebhookKeyring::verify(&over, body, &new_sig, now), Some(2));
+
+        let no_annotation = snapshot(None);
+        assert_eq!(
+            WebhookKeyring::verify(&no_annotation, body, &old_sig, now),
+            None
+        );
+        let garbled = snapshot(Some("tomorrow"));
+        assert_eq!(WebhookKeyring::verify(&garbled, body, &old_sig, now), None);
+
+        assert_eq!(
+            WebhookKeyring::verify(&in_grace, body, "sha256=00", now),
+            None
+        );
+        assert_eq!(
+            WebhookKeyring::verify(&in_grace, b"{ }", &new_sig, now),
+            None
+        );
+    }
+}
