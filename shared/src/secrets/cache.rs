@@ -641,7 +641,10 @@ mod tests {
         cache.refresh_all().await.unwrap();
         assert_eq!(s.fetches.load(Ordering::SeqCst), 4);
         // A secret that never loaded does not break refresh_all.
-        assert!(matches!(cache.get("missing").await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            cache.get("missing").await,
+            Err(Error::NotFound(_))
+        ));
         cache.refresh_all().await.unwrap();
         assert_eq!(s.fetches.load(Ordering::SeqCst), 6);
     }
