@@ -5,7 +5,7 @@
 //! semantics), and against real GCP when asked to:
 //!
 //! PATCHPANDA_LIVE_GCP_PROJECT=my-project [PATCHPANDA_LIVE_KMS_KEY=projects/.../cryptoKeys/K] \
-//!   cargo test -p patchpanda-shared --test it contract -- --nocapture
+//!   [PATCHPANDA_LIVE_PUBSUB_TOPIC=topic-id] cargo test -p patchpanda-shared --test it contract -- --nocapture
 
 mod fake_kms;
 mod fake_secret_manager;
@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use patchpanda_shared::Error;
+use patchpanda_shared::bus::gcp::GcpBus;
+use patchpanda_shared::bus::{Bus, Message};
 use patchpanda_shared::kms::gcp::GcpKms;
 use patchpanda_shared::kms::local::LocalKms;
 use patchpanda_shared::kms::{KeyVersionState, Kms};
@@ -577,7 +579,7 @@ fn live_var(name: &str) -> Option<String> {
 async fn live_gcp_meets_the_contract() {
     let Some(project) = live_var("PATCHPANDA_LIVE_GCP_PROJECT") else {
         eprintln!(
-            "SKIPPED live GCP test: set PATCHPANDA_LIVE_GCP_PROJECT (and PATCHPANDA_LIVE_KMS_KEY=projects/P/locations/L/keyRings/R/cryptoKeys/K) to run it against real Secret Manager and Cloud KMS"
+            "SKIPPED live GCP test: set PATCHPANDA_LIVE_GCP_PROJECT (and optionally PATCHPANDA_LIVE_KMS_KEY=projects/P/locations/L/keyRings/R/cryptoKeys/K, PATCHPANDA_LIVE_PUBSUB_TOPIC=topic-id) to run it against real Secret Manager, Cloud KMS and Pub/Sub"
         );
         return;
     };
@@ -595,6 +597,36 @@ async fn live_gcp_meets_the_contract() {
     }
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+
+    // Publishing puts a real message on the topic: opt in by naming one.
+    match live_var("PATCHPANDA_LIVE_PUBSUB_TOPIC") {
+        Some(topic) => {
+            let bus = GcpBus::new(&project)
+                .await
+                .unwrap()
+                .with_check_topic(&topic);
+            bus.check().await.unwrap();
+            let id = bus
+                .publish(
+                    &topic,
+                    Message::new(&b"{\"patchpanda\":\"contract test\"}"[..])
+                        .attribute("source", "patchpanda-contract-test")
+                        .ordering_key("contract"),
+                )
+                .await
+                .unwrap();
+            assert!(!id.is_empty());
+            assert_err!(
+                bus.publish(
+                    "patchpanda-no-such-topic-for-contract",
+                    Message::new(&b"x"[..])
+                )
+                .await,
+                NotFound
+            );
+        }
+        None => eprintln!("SKIPPED live Pub/Sub part: set PATCHPANDA_LIVE_PUBSUB_TOPIC"),
     }
 
     match live_var("PATCHPANDA_LIVE_KMS_KEY") {

@@ -645,3 +645,28 @@ async fn delete_secret_names_the_secret() {
         )]
     );
 }
+
+#[tokio::test]
+async fn deleting_a_secret_forgets_its_version_metadata() {
+    let data = b"v";
+    let fake = Fake::with(|c| {
+        c.access = Some(access_response(
+            1,
+            data,
+            Some(i64::from(crc32c::crc32c(data))),
+        ));
+        c.version = Some(version_model(1, State::Enabled));
+    });
+    let store = store(&fake);
+    let id = "patchpanda-webhook-secret";
+    store.access(id, &VersionRef::Number(1)).await.unwrap();
+    store.delete_secret(id).await.unwrap();
+    // A secret recreated under the same id has a new version 1.
+    store.access(id, &VersionRef::Number(1)).await.unwrap();
+    let reads = fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::GetVersion(_)))
+        .count();
+    assert_eq!(reads, 2);
+}
