@@ -330,6 +330,7 @@ fn is_transport_header(name: &str) -> bool {
         "keep-alive",
         "origin",
         "pragma",
+        "priority",
         "proxy-authorization",
         "referer",
         "te",
@@ -340,7 +341,7 @@ fn is_transport_header(name: &str) -> bool {
         "upgrade",
         "user-agent",
         "via",
-        "x-cloud-trace-context",
+        "x-real-ip",
         "x-request-id",
     ];
     const PREFIXES: &[&str] = &[
@@ -349,7 +350,9 @@ fn is_transport_header(name: &str) -> bool {
         "x-appengine-",
         "x-forwarded-",
         "x-envoy-",
-        "x-cloudscheduler",
+        // X-Cloud-Trace-Context, X-CloudScheduler-*.
+        "x-cloud",
+        "x-b3-",
         "ce-",
         "sec-",
     ];
