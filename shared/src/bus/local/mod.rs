@@ -91,9 +91,15 @@ pub struct Subscription {
     /// The http(s) URL messages are POSTed to.
     pub push_endpoint: String,
     /// The `aud` of the push token; None = the push endpoint (Pub/Sub's default).
+    #[serde(default)]
     pub audience: Option<String>,
     /// Attempts before dead-lettering (Pub/Sub: 5-100, default 5).
+    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
 }
 
 impl Subscription {
