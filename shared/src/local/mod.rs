@@ -5,7 +5,7 @@
 pub(crate) mod audit;
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,15 +85,15 @@ impl Home {
             )));
         }
         let path = self.root.join(format!("{name}.db"));
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("cannot open {}: {e}", path.display()))
-            })?;
+        // Never open the database file with a plain file handle: closing any
+        // descriptor of a file drops every POSIX lock this process holds on
+        // it, SQLite's included, and another process would then checkpoint
+        // and delete a WAL we are still writing ("How To Corrupt An SQLite
+        // Database File", 2.2). SQLite creates it; chmod needs no descriptor.
         let conn = Connection::open(&path).map_err(sqlite_error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::FailedPrecondition(format!("cannot restrict {}: {e}", path.display()))
+        })?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
