@@ -1491,6 +1491,30 @@ fn health_passes_a_function_that_answers_and_fails_a_disabled_secret() {
 }
 
 #[test]
+fn health_port_base_leaves_room_for_three_functions() {
+    let sb = Sandbox::new();
+    seeded(&sb, &sb.home(), b"w", b"k");
+    let r = sb.pp().run(&["health", "--port-base", "65535", "--json"]);
+    if r.code == 2 {
+        return; // refused as a usage error: fine
+    }
+    let j = r.json();
+    let detail = |name: &str| {
+        j.as_array()
+            .and_then(|a| a.iter().find(|c| c["check"] == name))
+            .and_then(|c| c["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // BUG: the ports saturate, so all three checks probe 65535 and report
+    // webhook-ingest's state as the worker's and the alerter's.
+    assert!(
+        !detail("rotation-worker /health").contains(":65535/"),
+        "rotation-worker probed on webhook-ingest's port: {j}"
+    );
+}
+
+#[test]
 fn health_without_function_urls_names_flags_that_exist() {
     let sb = Sandbox::new();
     // gcp with no credentials: the backends fail at once, before any network.
