@@ -56,6 +56,11 @@ pub struct Settings {
     /// How long a step failing with retryable errors is retried on later
     /// triggers before the rotation is rolled back instead.
     pub rotation_timeout: Duration,
+    /// How long to wait, after announcing a new `pending` webhook secret,
+    /// before GitHub starts signing with it: readers must learn the pending
+    /// version first, or deliveries signed with it would be refused
+    /// (PATCHPANDA_ROTATION_PROPAGATION, default 2s; zero in tests).
+    pub propagation: Duration,
     /// The GitHub App, when one is configured (GITHUB_APP_ID).
     pub github: Option<GitHubSettings>,
     pub clock: Clock,
@@ -74,6 +79,7 @@ impl std::fmt::Debug for Settings {
             .field("key_max_age", &self.key_max_age)
             .field("lease_ttl", &self.lease_ttl)
             .field("rotation_timeout", &self.rotation_timeout)
+            .field("propagation", &self.propagation)
             .field("github", &self.github)
             .field("crash_at", &self.crash_at)
             .finish_non_exhaustive()
@@ -81,6 +87,7 @@ impl std::fmt::Debug for Settings {
 }
 
 pub const DEFAULT_KEY_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
+pub const DEFAULT_PROPAGATION: Duration = Duration::from_secs(2);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_ROTATION_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -95,6 +102,7 @@ impl Settings {
             key_max_age: DEFAULT_KEY_MAX_AGE,
             lease_ttl: DEFAULT_LEASE_TTL,
             rotation_timeout: DEFAULT_ROTATION_TIMEOUT,
+            propagation: Duration::ZERO,
             github: None,
             clock: Arc::new(Utc::now),
             crash_at: None,
@@ -108,6 +116,7 @@ impl Settings {
         s.grace = config.rotation_grace;
         s.retention = config.retention;
         s.key_max_age = env.duration_or("PATCHPANDA_KEY_MAX_AGE", DEFAULT_KEY_MAX_AGE)?;
+        s.propagation = env.duration_or("PATCHPANDA_ROTATION_PROPAGATION", DEFAULT_PROPAGATION)?;
         s.github = config
             .github_app_id
             .as_deref()

@@ -596,6 +596,7 @@ impl Rotator {
                     // the call still leads a rollback to restore GitHub.
                     let marked_before = lease.state.github_may_have_pending;
                     if kinds::set_touches_github(self, lease.kind) && !marked_before {
+                        self.announce_pending(lease).await?;
                         self.save(lease, Fin::Keep, |st, _, _| {
                             st.github_may_have_pending = true
                         })
@@ -639,6 +640,22 @@ impl Rotator {
                 Step::Reverting | Step::Reverted => return self.revert(lease).await,
             }
         }
+    }
+
+    /// Before GitHub signs with the pending secret, tell its readers which
+    /// version that is (webhook-ingest accepts `pending` once it knows it),
+    /// and give the notice time to arrive.
+    async fn announce_pending(&self, lease: &Lease) -> Result<(), RotationError> {
+        let mut n = self.notice(lease.kind.logical(), NoticeEvent::Started, &lease.state.id);
+        n.version = lease.state.pending;
+        n.previous_version = lease.state.base;
+        n.emergency = lease.state.emergency;
+        n.detail = Some("pending version created; setting it at GitHub next".to_string());
+        self.publish(&n).await?;
+        if !self.settings.propagation.is_zero() {
+            tokio::time::sleep(self.settings.propagation).await;
+        }
+        Ok(())
     }
 
     /// Step 1: a `pending` version. Generated kinds add one (or adopt the one

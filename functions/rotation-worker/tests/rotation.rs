@@ -45,7 +45,19 @@ async fn webhook_rotation_updates_github_and_moves_aliases() {
 
     let notices = env.bus.notices();
     let events: Vec<_> = notices.iter().map(|n| n.event).collect();
-    assert_eq!(events, [NoticeEvent::Started, NoticeEvent::Rotated]);
+    // The second `started` announces the pending version before GitHub signs
+    // with it, so webhook-ingest accepts deliveries signed with it.
+    assert_eq!(
+        events,
+        [
+            NoticeEvent::Started,
+            NoticeEvent::Started,
+            NoticeEvent::Rotated
+        ]
+    );
+    assert_eq!(notices[0].version, None);
+    assert_eq!(notices[1].version, Some(2));
+    assert_eq!(notices[1].rotation_id, notices[0].rotation_id);
     let rotated = env.bus.messages().pop().unwrap();
     assert_eq!(rotated.attributes["secret"], WH);
     assert_eq!(rotated.attributes["event"], "rotated");
@@ -165,13 +177,16 @@ async fn concurrent_triggers_make_exactly_one_rotation() {
     let out = first.await.unwrap().unwrap();
     assert_eq!(out.version, Some(2));
     assert_eq!(env.store.list_versions(&env.id(WH)).await.unwrap().len(), 2);
-    let started = env
+    // One rotation: every `started` (the start, then the pending version's
+    // announcement) belongs to the same rotation id.
+    let started: std::collections::BTreeSet<String> = env
         .bus
         .notices()
         .iter()
         .filter(|n| n.event == NoticeEvent::Started)
-        .count();
-    assert_eq!(started, 1);
+        .map(|n| n.rotation_id.clone())
+        .collect();
+    assert_eq!(started.len(), 1);
 }
 
 #[tokio::test]
@@ -219,7 +234,14 @@ async fn github_rejecting_the_patch_rolls_back() {
     // GitHub refused, so there was nothing to restore.
     assert_eq!(gh.patches.load(Ordering::SeqCst), 1);
     let events: Vec<_> = env.bus.notices().iter().map(|n| n.event).collect();
-    assert_eq!(events, [NoticeEvent::Started, NoticeEvent::RolledBack]);
+    assert_eq!(
+        events,
+        [
+            NoticeEvent::Started,
+            NoticeEvent::Started,
+            NoticeEvent::RolledBack
+        ]
+    );
     let status = env.rotator().status().await.unwrap();
     let wh = status.secrets.iter().find(|s| s.secret == WH).unwrap();
     assert_eq!(
@@ -839,6 +861,7 @@ async fn rollback_of_a_crashed_rotation_undoes_it_whatever_the_step() {
     assert_eq!(
         events,
         [
+            NoticeEvent::Started,
             NoticeEvent::Started,
             NoticeEvent::Rotated,
             NoticeEvent::RolledBack
