@@ -19,18 +19,31 @@ impl Ctx {
         let env = Env::from_process();
         let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT)?;
         crate::logging::init(config.debug, "warn");
-        Ok(Ctx { config, env, backends: OnceCell::new() })
+        Ok(Ctx {
+            config,
+            env,
+            backends: OnceCell::new(),
+        })
     }
 
     pub async fn backends(&self) -> Result<&Backends, Failure> {
         self.backends
             .get_or_try_init(|| Backends::open(&self.config))
             .await
-            .map_err(|e| Failure(format!("cannot open the {} backend: {e}", self.backend_name())))
+            .map_err(|e| {
+                Failure(format!(
+                    "cannot open the {} backend: {e}",
+                    self.backend_name()
+                ))
+            })
     }
 
     pub fn backend_name(&self) -> &'static str {
-        if self.config.is_local() { "local" } else { "gcp" }
+        if self.config.is_local() {
+            "local"
+        } else {
+            "gcp"
+        }
     }
 
     /// Secret Manager id of a logical name; ids given in full pass through.

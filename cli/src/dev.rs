@@ -27,7 +27,7 @@ use crate::commands::{Failure, Outcome};
 #[derive(Debug, Args, Clone)]
 pub struct DevArgs {
     /// webhook-ingest listens here, rotation-worker on +1, audit-alerter on +2.
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..=65533))]
     pub port_base: u16,
     /// Also push patchpanda-github-events to this URL (repeatable), as the
     /// App's own workers would receive them.
@@ -51,7 +51,9 @@ pub async fn run(args: DevArgs) -> Outcome {
     let (tx, rx) = watch::channel(false);
     let stack = start(&env, &config, &args, rx).await?;
     print_banner(&stack);
-    tokio::signal::ctrl_c().await.map_err(|e| Failure(format!("cannot wait for Ctrl-C: {e}")))?;
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| Failure(format!("cannot wait for Ctrl-C: {e}")))?;
     eprintln!("\nStopping (in-flight requests get up to 8 s)...");
     let _ = tx.send(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -72,27 +74,51 @@ async fn stack_stopped(stack: &Stack) {
 
 /// Starts everything and returns once all three functions listen. Setting
 /// `shutdown` to true stops it all. Used by `patchpanda dev` and the tests.
-pub async fn start(env: &Env, config: &Config, args: &DevArgs, shutdown: watch::Receiver<bool>) -> Result<Stack, Failure> {
+pub async fn start(
+    env: &Env,
+    config: &Config,
+    args: &DevArgs,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stack, Failure> {
     let home_path = match &config.backend {
         Backend::Local { home } => home.clone(),
         Backend::Gcp { .. } => {
-            return Err(Failure("`patchpanda dev` runs the local stack; unset PATCHPANDA_BACKEND=gcp".into()));
+            return Err(Failure(
+                "`patchpanda dev` runs the local stack; unset PATCHPANDA_BACKEND=gcp".into(),
+            ));
         }
     };
     let home = Home::open(&home_path)?;
-    let home_path = std::fs::canonicalize(home.path()).unwrap_or_else(|_| home.path().to_path_buf());
+    let home_path =
+        std::fs::canonicalize(home.path()).unwrap_or_else(|_| home.path().to_path_buf());
     seed(env, &home_path).await?;
 
-    let ports = [args.port_base, args.port_base.wrapping_add(1), args.port_base.wrapping_add(2)];
+    if args.port_base > 65533 {
+        return Err(Failure(format!(
+            "--port-base {} leaves no room for three ports",
+            args.port_base
+        )));
+    }
+    let ports = [args.port_base, args.port_base + 1, args.port_base + 2];
     let mut listeners = Vec::new();
     for port in ports {
         let l = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
-            Failure(format!("cannot listen on 127.0.0.1:{port}: {e}; pass --port-base to use other ports"))
+            Failure(format!(
+                "cannot listen on 127.0.0.1:{port}: {e}; pass --port-base to use other ports"
+            ))
         })?;
         listeners.push(l);
     }
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
-    let stack = Stack { home: home_path.clone(), ingest: addrs[0], worker: addrs[1], alerter: addrs[2] };
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?;
+    let stack = Stack {
+        home: home_path.clone(),
+        ingest: addrs[0],
+        worker: addrs[1],
+        alerter: addrs[2],
+    };
 
     let bus = Arc::new(LocalBus::open(&home)?);
     subscribe(&bus, &stack, &args.push_github_events)?;
@@ -161,10 +187,26 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<(), Failure> {
     let url = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
     let mut subs = vec![
-        ("webhook-ingest-rotation", names::TOPIC_ROTATION_EVENTS, url(stack.ingest, "/events/rotation")),
-        ("audit-alerter-rotation", names::TOPIC_ROTATION_EVENTS, url(stack.alerter, "/events/rotation")),
-        ("rotation-worker-secret-events", names::TOPIC_SECRET_EVENTS, url(stack.worker, "/events/secret-manager")),
-        ("audit-alerter-audit-logs", names::TOPIC_AUDIT_LOGS, url(stack.alerter, "/events/audit-log")),
+        (
+            "webhook-ingest-rotation",
+            names::TOPIC_ROTATION_EVENTS,
+            url(stack.ingest, "/events/rotation"),
+        ),
+        (
+            "audit-alerter-rotation",
+            names::TOPIC_ROTATION_EVENTS,
+            url(stack.alerter, "/events/rotation"),
+        ),
+        (
+            "rotation-worker-secret-events",
+            names::TOPIC_SECRET_EVENTS,
+            url(stack.worker, "/events/secret-manager"),
+        ),
+        (
+            "audit-alerter-audit-logs",
+            names::TOPIC_AUDIT_LOGS,
+            url(stack.alerter, "/events/audit-log"),
+        ),
     ]
     .into_iter()
     .map(|(n, t, u)| (n.to_string(), t, u))
@@ -173,7 +215,11 @@ fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<
         if url::Url::parse(u).is_err() {
             return Err(Failure(format!("--push-github-events {u:?} is not a URL")));
         }
-        subs.push((format!("github-events-push-{}", i + 1), names::TOPIC_GITHUB_EVENTS, u.clone()));
+        subs.push((
+            format!("github-events-push-{}", i + 1),
+            names::TOPIC_GITHUB_EVENTS,
+            u.clone(),
+        ));
     }
     for (name, topic, endpoint) in subs {
         bus.subscribe(Subscription {
@@ -208,7 +254,9 @@ async fn seed(env: &Env, home: &Path) -> Result<(), Failure> {
     }
     let key = config.secret_id(names::GITHUB_PRIVATE_KEY);
     if seed_one(store, &key, dev_private_key).await? {
-        eprintln!("Seeded {key} with a generated RSA-2048 key (the local stand-in for your App's key).");
+        eprintln!(
+            "Seeded {key} with a generated RSA-2048 key (the local stand-in for your App's key)."
+        );
     }
     let examples = home.join("examples");
     let ping = examples.join("ping.json");
@@ -238,15 +286,29 @@ async fn seed_one(
     let s = store.get_secret(id).await?;
     let mut aliases = s.aliases.clone();
     aliases.insert(names::ALIAS_CURRENT.to_string(), v.number);
-    store.update_secret(id, SecretUpdate { aliases: Some(aliases), annotations: None }, Some(&s.etag)).await?;
+    store
+        .update_secret(
+            id,
+            SecretUpdate {
+                aliases: Some(aliases),
+                annotations: None,
+            },
+            Some(&s.etag),
+        )
+        .await?;
     Ok(true)
 }
 
 fn dev_private_key() -> Result<SecretValue, Failure> {
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
         .map_err(|_| Failure("cannot generate an RSA key".into()))?;
-    let der = pair.as_der().map_err(|_| Failure("cannot encode the RSA key".into()))?;
-    let pem = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec())));
+    let der = pair
+        .as_der()
+        .map_err(|_| Failure("cannot encode the RSA key".into()))?;
+    let pem = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new(
+        "PRIVATE KEY",
+        der.as_ref().to_vec(),
+    )));
     Ok(SecretValue::new(pem.as_bytes().to_vec()))
 }
 

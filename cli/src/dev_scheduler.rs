@@ -46,13 +46,21 @@ pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
     jobs
 }
 
-pub async fn run(jobs: Vec<Job>, issuer: Arc<LocalIssuer>, shutdown: impl Future<Output = ()> + Send) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().unwrap_or_default();
+pub async fn run(
+    jobs: Vec<Job>,
+    issuer: Arc<LocalIssuer>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .unwrap_or_default();
     let tasks = jobs.into_iter().map(|job| {
         let client = client.clone();
         let issuer = issuer.clone();
         async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + job.every, job.every);
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + job.every, job.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
@@ -68,7 +76,11 @@ pub async fn run(jobs: Vec<Job>, issuer: Arc<LocalIssuer>, shutdown: impl Future
 }
 
 async fn call(client: &reqwest::Client, issuer: &LocalIssuer, job: &Job) {
-    let token = match issuer.mint(&job.url, names::PRINCIPAL_SCHEDULER, Duration::from_secs(300)) {
+    let token = match issuer.mint(
+        &job.url,
+        names::PRINCIPAL_SCHEDULER,
+        Duration::from_secs(300),
+    ) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(job = job.name, error = %e, "cannot mint a scheduler token");
@@ -81,14 +93,27 @@ async fn call(client: &reqwest::Client, issuer: &LocalIssuer, job: &Job) {
         .bearer_auth(token)
         .header("user-agent", "Google-Cloud-Scheduler")
         .header("x-cloudscheduler", "true")
-        .header("x-cloudscheduler-jobname", format!("projects/local/locations/local/jobs/{}", job.name))
+        .header(
+            "x-cloudscheduler-jobname",
+            format!("projects/local/locations/local/jobs/{}", job.name),
+        )
         .header("x-cloudscheduler-scheduletime", schedule_time);
     if let Some(body) = &job.body {
-        req = req.header("content-type", "application/json").body(body.clone());
+        req = req
+            .header("content-type", "application/json")
+            .body(body.clone());
     }
     match req.send().await {
-        Ok(r) if r.status().is_success() => tracing::info!(job = job.name, status = r.status().as_u16(), "scheduled job ran"),
-        Ok(r) => tracing::warn!(job = job.name, status = r.status().as_u16(), "scheduled job failed"),
+        Ok(r) if r.status().is_success() => tracing::info!(
+            job = job.name,
+            status = r.status().as_u16(),
+            "scheduled job ran"
+        ),
+        Ok(r) => tracing::warn!(
+            job = job.name,
+            status = r.status().as_u16(),
+            "scheduled job failed"
+        ),
         Err(e) => tracing::warn!(job = job.name, error = %e, "scheduled job unreachable"),
     }
 }

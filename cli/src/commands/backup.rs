@@ -111,7 +111,10 @@ fn de_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretValue, D::Er
             f.write_str("base64 data")
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SecretValue, E> {
-            STANDARD.decode(s).map(SecretValue::new).map_err(|_| E::custom("version data is not base64"))
+            STANDARD
+                .decode(s)
+                .map(SecretValue::new)
+                .map_err(|_| E::custom("version data is not base64"))
         }
     }
     d.deserialize_str(V)
@@ -119,8 +122,12 @@ fn de_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretValue, D::Er
 
 pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
     if a.out.exists() && !a.force {
-        return Err(Failure(format!("{} exists; choose another name or pass --force", a.out.display())));
+        return Err(Failure(format!(
+            "{} exists; choose another name or pass --force",
+            a.out.display()
+        )));
     }
+    let out = PendingFile::create(&a.out, a.force)?;
     let b = ctx.backends().await?;
     let key = b.kms.key_info().await?;
     let mut entries = Vec::new();
@@ -135,15 +142,34 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
             .into_iter()
             .filter(|v| v.state == VersionState::Enabled)
             .collect();
-        eprintln!("Backing up {} ({} enabled versions)...", ctx.logical(&secret.id), enabled.len());
+        eprintln!(
+            "Backing up {} ({} enabled versions)...",
+            ctx.logical(&secret.id),
+            enabled.len()
+        );
         let mut versions = Vec::new();
         for v in enabled.iter().rev() {
-            let got = b.secrets.access(&secret.id, &VersionRef::Number(v.number)).await?;
-            versions.push(VersionEntry { number: v.number, create_time: v.create_time, data: got.value });
+            let got = b
+                .secrets
+                .access(&secret.id, &VersionRef::Number(v.number))
+                .await?;
+            versions.push(VersionEntry {
+                number: v.number,
+                create_time: v.create_time,
+                data: got.value,
+            });
         }
         let kept: Vec<u64> = versions.iter().map(|v| v.number).collect();
-        let aliases = secret.aliases.into_iter().filter(|(_, n)| kept.contains(n)).collect();
-        entries.push(SecretEntry { id: secret.id, aliases, versions });
+        let aliases = secret
+            .aliases
+            .into_iter()
+            .filter(|(_, n)| kept.contains(n))
+            .collect();
+        entries.push(SecretEntry {
+            id: secret.id,
+            aliases,
+            versions,
+        });
     }
     let header = Header {
         format: FORMAT.into(),
@@ -156,46 +182,94 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
         versions: entries.iter().map(|e| e.versions.len()).sum(),
     };
     let plaintext = Zeroizing::new(
-        serde_json::to_vec(&Contents { secrets: entries }).map_err(|e| Failure(format!("cannot encode the backup: {e}")))?,
+        serde_json::to_vec(&Contents { secrets: entries })
+            .map_err(|e| Failure(format!("cannot encode the backup: {e}")))?,
     );
     let sealed = envelope::seal(b.kms.as_ref(), &plaintext, &header.aad()).await?;
-    let file = BackupFile { header: header.clone(), sealed };
+    let file = BackupFile {
+        header: header.clone(),
+        sealed,
+    };
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Failure(e.to_string()))?;
-    write_private(&a.out, &bytes, a.force)?;
+    out.commit(&bytes)?;
     eprintln!(
         "Wrote {}: {} secrets, {} versions, sealed with {} (version {}).",
         a.out.display(),
         header.secrets,
         header.versions,
         header.kms_key,
-        header.kms_key_version.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+        header
+            .kms_key_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into())
     );
     Ok(())
 }
 
-/// Writes via a 0600 temp file in the same folder, fsync, then rename, so a
-/// crash never leaves a half-written backup under the real name.
-fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), Failure> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Failure(format!("{} is not a file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        if !replace && path.exists() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "appeared while writing"));
+/// The backup's file while it is being written: a 0600 temp file in the
+/// target folder, renamed into place only once complete and synced, so a
+/// crash never leaves a half-written backup under the real name, and an
+/// unwritable target fails before any secret is read.
+struct PendingFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    replace: bool,
+}
+
+impl PendingFile {
+    fn create(path: &Path, replace: bool) -> Result<PendingFile, Failure> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| Failure(format!("{} is not a file name", path.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts
+            .open(&tmp)
+            .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+        Ok(PendingFile {
+            tmp,
+            path: path.to_path_buf(),
+            file: Some(file),
+            replace,
+        })
+    }
+
+    fn commit(mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let mut file = self.file.take().expect("committed once");
+        let result = (|| {
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            if !self.replace && self.path.exists() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "appeared while writing",
+                ));
+            }
+            std::fs::rename(&self.tmp, &self.path)
+        })();
+        result.map_err(|e| Failure(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // Still here after commit only if the rename failed or never ran.
+        if self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Failure(format!("cannot write {}: {e}", path.display()))
-    })
+    }
 }
 
 #[derive(Serialize)]
@@ -217,12 +291,16 @@ struct RestoredSecret {
 
 /// Reads and verifies a backup: nothing is changed before this succeeds.
 async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failure> {
-    let raw = std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let raw =
+        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
     let file: BackupFile = serde_json::from_slice(&raw).map_err(|_| {
         Failure(format!("{} is not a complete patchpanda backup (truncated or not a backup); nothing was changed", path.display()))
     })?;
     if file.header.format != FORMAT {
-        return Err(Failure(format!("{} is not a patchpanda backup; nothing was changed", path.display())));
+        return Err(Failure(format!(
+            "{} is not a patchpanda backup; nothing was changed",
+            path.display()
+        )));
     }
     if file.header.version != FORMAT_VERSION {
         return Err(Failure(format!(
@@ -233,16 +311,27 @@ async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failu
     }
     let b = ctx.backends().await?;
     let plaintext = envelope::open(b.kms.as_ref(), &file.sealed, &file.header.aad()).await.map_err(|e| match e {
-        Error::DataLoss(_) | Error::InvalidArgument(_) => {
-            Failure(format!("{} failed its integrity check (tampered or damaged); nothing was changed", path.display()))
-        }
+        Error::DataLoss(_) | Error::InvalidArgument(_) => Failure(format!(
+            "{} failed its integrity check: damaged, tampered with, or sealed with a different KMS key \
+             (it names {} version {}); nothing was changed",
+            path.display(),
+            file.header.kms_key,
+            file.header.kms_key_version.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+        )),
         other => Failure(format!("cannot unseal {}: {other}; nothing was changed", path.display())),
     })?;
-    let contents: Contents = serde_json::from_slice(plaintext.expose())
-        .map_err(|_| Failure(format!("{} decrypted but its contents are malformed; nothing was changed", path.display())))?;
+    let contents: Contents = serde_json::from_slice(plaintext.expose()).map_err(|_| {
+        Failure(format!(
+            "{} decrypted but its contents are malformed; nothing was changed",
+            path.display()
+        ))
+    })?;
     let versions: usize = contents.secrets.iter().map(|s| s.versions.len()).sum();
     if contents.secrets.len() != file.header.secrets || versions != file.header.versions {
-        return Err(Failure(format!("{} does not hold what its header says; nothing was changed", path.display())));
+        return Err(Failure(format!(
+            "{} does not hold what its header says; nothing was changed",
+            path.display()
+        )));
     }
     Ok((file.header, contents))
 }
@@ -293,7 +382,14 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
         }
         if aliases != secret.aliases {
             store
-                .update_secret(&entry.id, SecretUpdate { aliases: Some(aliases), annotations: None }, Some(&secret.etag))
+                .update_secret(
+                    &entry.id,
+                    SecretUpdate {
+                        aliases: Some(aliases),
+                        annotations: None,
+                    },
+                    Some(&secret.etag),
+                )
                 .await?;
         }
         report.secrets.push(restored);
@@ -302,8 +398,16 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
         crate::output::print_json(&report);
         return Ok(());
     }
-    let verb = if a.dry_run { "Would restore" } else { "Restored" };
-    println!("{verb} from {} (backup of {}):", report.file, crate::output::time(header.created_at));
+    let verb = if a.dry_run {
+        "Would restore"
+    } else {
+        "Restored"
+    };
+    println!(
+        "{verb} from {} (backup of {}):",
+        report.file,
+        crate::output::time(header.created_at)
+    );
     for s in &report.secrets {
         let versions: Vec<String> = s
             .versions
@@ -317,9 +421,17 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
         println!(
             "  {}{}: versions {}; aliases {}",
             ctx.logical(&s.id),
-            if s.created_secret { " (new secret)" } else { "" },
+            if s.created_secret {
+                " (new secret)"
+            } else {
+                ""
+            },
             versions.join(", "),
-            if aliases.is_empty() { "-".into() } else { aliases.join(", ") }
+            if aliases.is_empty() {
+                "-".into()
+            } else {
+                aliases.join(", ")
+            }
         );
     }
     Ok(())

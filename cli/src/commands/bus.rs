@@ -32,7 +32,10 @@ pub async fn run(ctx: &Ctx, cmd: BusCommand) -> Outcome {
     let messages = local.bus.messages(&a.topic)?;
     if a.json {
         for m in &messages {
-            println!("{}", serde_json::to_string(m).map_err(|e| Failure(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(m).map_err(|e| Failure(e.to_string()))?
+            );
         }
         return Ok(());
     }
@@ -42,7 +45,11 @@ pub async fn run(ctx: &Ctx, cmd: BusCommand) -> Outcome {
     }
     let mut t = Table::new(&["ID", "PUBLISHED", "BYTES", "ORDERING_KEY", "ATTRIBUTES"]);
     for m in &messages {
-        let attrs: Vec<String> = m.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let attrs: Vec<String> = m
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         t.row(vec![
             m.id.clone(),
             output::time(m.publish_time),

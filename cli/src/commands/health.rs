@@ -27,7 +27,7 @@ pub struct HealthArgs {
     #[arg(long, env = "PATCHPANDA_ALERTER_URL")]
     pub alerter_url: Option<String>,
     /// The local stack's first port (as given to `patchpanda dev --port-base`).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..=65533))]
     pub port_base: u16,
     #[arg(long)]
     pub json: bool,
@@ -50,8 +50,16 @@ pub struct Check {
 
 fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
     match result {
-        Ok(detail) => Check { check: name.into(), result: Verdict::Ok, detail },
-        Err(detail) => Check { check: name.into(), result: Verdict::Fail, detail },
+        Ok(detail) => Check {
+            check: name.into(),
+            result: Verdict::Ok,
+            detail,
+        },
+        Err(detail) => Check {
+            check: name.into(),
+            result: Verdict::Fail,
+            detail,
+        },
     }
 }
 
@@ -59,27 +67,41 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
     let local = ctx.config.is_local();
     let base = |port: u16| local.then(|| format!("http://127.0.0.1:{port}"));
     let functions = [
-        ("webhook-ingest", a.ingest_url.clone().or_else(|| base(a.port_base))),
-        ("rotation-worker", a.worker_url.clone().or_else(|| base(a.port_base.saturating_add(1)))),
-        ("audit-alerter", a.alerter_url.clone().or_else(|| base(a.port_base.saturating_add(2)))),
+        (
+            "webhook-ingest",
+            "--ingest-url",
+            a.ingest_url.clone().or_else(|| base(a.port_base)),
+        ),
+        (
+            "rotation-worker",
+            "--worker-url",
+            a.worker_url.clone().or_else(|| base(a.port_base + 1)),
+        ),
+        (
+            "audit-alerter",
+            "--alerter-url",
+            a.alerter_url.clone().or_else(|| base(a.port_base + 2)),
+        ),
     ];
     let mut checks = Vec::new();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Failure(format!("cannot build an HTTP client: {e}")))?;
-    for (name, url) in functions {
+    for (name, flag, url) in functions {
         let Some(url) = url else {
             checks.push(Check {
                 check: format!("{name} /health"),
                 result: Verdict::Skip,
-                detail: format!("no URL: pass --{}-url", name.split('-').next().unwrap_or(name)),
+                detail: format!("no URL: pass {flag}"),
             });
             continue;
         };
         let target = format!("{}/health", url.trim_end_matches('/'));
         let result = match http.get(&target).send().await {
-            Ok(r) if r.status().is_success() => Ok(format!("{target} answered {}", r.status().as_u16())),
+            Ok(r) if r.status().is_success() => {
+                Ok(format!("{target} answered {}", r.status().as_u16()))
+            }
             Ok(r) => Err(format!("{target} answered {}", r.status().as_u16())),
             Err(e) => Err(format!("{target} unreachable: {}", root_cause(&e))),
         };
@@ -91,8 +113,14 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
         Ok(b) => {
             for logical in names::SECRETS {
                 let id = ctx.config.secret_id(logical);
-                let result = match b.secrets.get_version(&id, &VersionRef::alias(names::ALIAS_CURRENT)).await {
-                    Ok(v) if v.state == VersionState::Enabled => Ok(format!("{id}: current is version {} (enabled)", v.number)),
+                let result = match b
+                    .secrets
+                    .get_version(&id, &VersionRef::alias(names::ALIAS_CURRENT))
+                    .await
+                {
+                    Ok(v) if v.state == VersionState::Enabled => {
+                        Ok(format!("{id}: current is version {} (enabled)", v.number))
+                    }
                     Ok(v) => Err(format!("{id}: current version {} is {}", v.number, v.state)),
                     Err(Error::NotFound(_)) if logical == names::OIDC_CLIENT_SECRET => {
                         checks.push(Check {
@@ -108,20 +136,42 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
             }
             let kms = async {
                 let info = b.kms.key_info().await.map_err(|e| e.to_string())?;
-                let primary = info.primary.as_ref().ok_or("the key has no primary version")?;
+                let primary = info
+                    .primary
+                    .as_ref()
+                    .ok_or("the key has no primary version")?;
                 if primary.state != KeyVersionState::Enabled {
-                    return Err(format!("primary version {} is {}", primary.number, primary.state));
+                    return Err(format!(
+                        "primary version {} is {}",
+                        primary.number, primary.state
+                    ));
                 }
                 let probe: [u8; 16] = rand::random();
-                let ct = b.kms.encrypt(&probe, b"patchpanda-health").await.map_err(|e| format!("encrypt: {e}"))?;
-                let pt = b.kms.decrypt(&ct, b"patchpanda-health").await.map_err(|e| format!("decrypt: {e}"))?;
+                let ct = b
+                    .kms
+                    .encrypt(&probe, b"patchpanda-health")
+                    .await
+                    .map_err(|e| format!("encrypt: {e}"))?;
+                let pt = b
+                    .kms
+                    .decrypt(&ct, b"patchpanda-health")
+                    .await
+                    .map_err(|e| format!("decrypt: {e}"))?;
                 if pt.expose() != probe {
                     return Err("decrypt did not return what was encrypted".into());
                 }
-                Ok(format!("{} primary {} enabled; encrypt/decrypt OK", info.name, primary.number))
+                Ok(format!(
+                    "{} primary {} enabled; encrypt/decrypt OK",
+                    info.name, primary.number
+                ))
             };
             checks.push(check("kms key", kms.await));
-            let bus = b.bus.check().await.map(|_| "reachable".to_string()).map_err(|e| e.to_string());
+            let bus = b
+                .bus
+                .check()
+                .await
+                .map(|_| "reachable".to_string())
+                .map_err(|e| e.to_string());
             checks.push(check("bus", bus));
             if let Backend::Gcp { project } = &ctx.config.backend {
                 checks.extend(gcp_permissions(ctx, project).await);
@@ -145,7 +195,10 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
     }
     let failed = checks.iter().filter(|c| c.result == Verdict::Fail).count();
     if failed > 0 {
-        return Err(Failure(format!("{failed} of {} health checks failed", checks.len())));
+        return Err(Failure(format!(
+            "{failed} of {} health checks failed",
+            checks.len()
+        )));
     }
     Ok(())
 }
@@ -155,7 +208,11 @@ async fn gcp_permissions(ctx: &Ctx, project: &str) -> Vec<Check> {
     use patchpanda_shared::kms::gcp::GcpKms;
     use patchpanda_shared::secrets::gcp::GcpSecretStore;
     let mut out = Vec::new();
-    let wanted = ["secretmanager.versions.access", "secretmanager.versions.add", "secretmanager.secrets.update"];
+    let wanted = [
+        "secretmanager.versions.access",
+        "secretmanager.versions.add",
+        "secretmanager.secrets.update",
+    ];
     match GcpSecretStore::new(project).await {
         Err(e) => out.push(check("iam secrets", Err(e.to_string()))),
         Ok(store) => {
@@ -163,8 +220,16 @@ async fn gcp_permissions(ctx: &Ctx, project: &str) -> Vec<Check> {
                 let id = ctx.config.secret_id(logical);
                 let result = match store.test_permissions(&id, &wanted).await {
                     Ok(granted) => {
-                        let missing: Vec<&str> = wanted.iter().copied().filter(|p| !granted.iter().any(|g| g == p)).collect();
-                        if missing.is_empty() { Ok("all granted".into()) } else { Err(format!("missing {}", missing.join(", "))) }
+                        let missing: Vec<&str> = wanted
+                            .iter()
+                            .copied()
+                            .filter(|p| !granted.iter().any(|g| g == p))
+                            .collect();
+                        if missing.is_empty() {
+                            Ok("all granted".into())
+                        } else {
+                            Err(format!("missing {}", missing.join(", ")))
+                        }
                     }
                     Err(e) => Err(e.to_string()),
                 };
@@ -176,11 +241,16 @@ async fn gcp_permissions(ctx: &Ctx, project: &str) -> Vec<Check> {
         "projects/{project}/locations/{}/keyRings/{}/cryptoKeys/{}",
         ctx.config.kms_location, ctx.config.kms_key_ring, ctx.config.kms_key
     );
-    let kms_wanted = ["cloudkms.cryptoKeyVersions.useToEncrypt", "cloudkms.cryptoKeyVersions.useToDecrypt"];
+    let kms_wanted = [
+        "cloudkms.cryptoKeyVersions.useToEncrypt",
+        "cloudkms.cryptoKeyVersions.useToDecrypt",
+    ];
     let result = match GcpKms::new(&key).await {
         Err(e) => Err(e.to_string()),
         Ok(kms) => match kms.test_permissions(&kms_wanted).await {
-            Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => Ok("encrypt/decrypt granted".into()),
+            Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => {
+                Ok("encrypt/decrypt granted".into())
+            }
             Ok(granted) => Err(format!("granted only: {}", granted.join(", "))),
             Err(e) => Err(e.to_string()),
         },

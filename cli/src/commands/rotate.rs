@@ -78,7 +78,11 @@ fn print(o: &RotationOutcome, json: bool) {
         o.secret,
         output::opt(o.version),
         output::opt(o.previous_version),
-        if o.emergency { ", emergency: the old version is disabled" } else { "" }
+        if o.emergency {
+            ", emergency: the old version is disabled"
+        } else {
+            ""
+        }
     );
     if let Some(until) = o.grace_until {
         println!("The old version stays valid until {}.", output::time(until));

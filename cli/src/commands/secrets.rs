@@ -111,7 +111,10 @@ async fn list(ctx: &Ctx, json: bool) -> Outcome {
             id: s.id.clone(),
             aliases: s.aliases.clone(),
             versions: versions.len(),
-            enabled: versions.iter().filter(|v| v.state == patchpanda_shared::secrets::VersionState::Enabled).count(),
+            enabled: versions
+                .iter()
+                .filter(|v| v.state == patchpanda_shared::secrets::VersionState::Enabled)
+                .count(),
             created: s.create_time,
             latest_version_created: versions.iter().map(|v| v.create_time).max(),
         });
@@ -120,7 +123,9 @@ async fn list(ctx: &Ctx, json: bool) -> Outcome {
         output::print_json(&rows);
         return Ok(());
     }
-    let mut t = Table::new(&["NAME", "CURRENT", "PREVIOUS", "PENDING", "VERSIONS", "ENABLED", "NEWEST", "CREATED"]);
+    let mut t = Table::new(&[
+        "NAME", "CURRENT", "PREVIOUS", "PENDING", "VERSIONS", "ENABLED", "NEWEST", "CREATED",
+    ]);
     for r in &rows {
         let alias = |a: &str| output::opt(r.aliases.get(a));
         t.row(vec![
@@ -130,7 +135,9 @@ async fn list(ctx: &Ctx, json: bool) -> Outcome {
             alias(names::ALIAS_PENDING),
             r.versions.to_string(),
             r.enabled.to_string(),
-            r.latest_version_created.map(output::age).unwrap_or_else(|| "-".into()),
+            r.latest_version_created
+                .map(output::age)
+                .unwrap_or_else(|| "-".into()),
             output::time(r.created),
         ]);
     }
@@ -162,7 +169,12 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Outcome {
         .map(|v| VersionRow {
             version: v.number,
             state: v.state.to_string(),
-            aliases: secret.aliases.iter().filter(|(_, n)| **n == v.number).map(|(a, _)| a.clone()).collect(),
+            aliases: secret
+                .aliases
+                .iter()
+                .filter(|(_, n)| **n == v.number)
+                .map(|(a, _)| a.clone())
+                .collect(),
             created: v.create_time,
             destroyed: v.destroy_time,
         })
@@ -176,7 +188,11 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Outcome {
         t.row(vec![
             r.version.to_string(),
             r.state.clone(),
-            if r.aliases.is_empty() { "-".into() } else { r.aliases.join(",") },
+            if r.aliases.is_empty() {
+                "-".into()
+            } else {
+                r.aliases.join(",")
+            },
             output::time(r.created),
             output::age(r.created),
             output::opt(r.destroyed.map(output::time)),
@@ -190,20 +206,37 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Outcome {
 pub fn read_value(path: &std::path::Path) -> Result<SecretValue, Failure> {
     let mut buf = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
     } else {
-        let mut f = std::fs::File::open(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
-        f.read_to_end(&mut buf).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+        f.read_to_end(&mut buf)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
     }
     let value = SecretValue::new(buf);
     if value.is_empty() {
-        return Err(Failure(format!("{} is empty; a secret version needs a value", path.display())));
+        return Err(Failure(format!(
+            "{} is empty; a secret version needs a value",
+            path.display()
+        )));
     }
     Ok(value)
 }
 
+/// Secret Manager's payload limit.
+const MAX_PAYLOAD: usize = 64 * 1024;
+
 async fn add(ctx: &Ctx, a: AddArgs) -> Outcome {
     let value = read_value(&a.data_file)?;
+    if value.len() > MAX_PAYLOAD {
+        return Err(Failure(format!(
+            "{} holds {} bytes, over the {MAX_PAYLOAD}-byte limit of a secret version",
+            a.data_file.display(),
+            value.len()
+        )));
+    }
     let store = &ctx.backends().await?.secrets;
     let id = ctx.secret_id(&a.name);
     let created = match store.create_secret(&id).await {
@@ -211,14 +244,30 @@ async fn add(ctx: &Ctx, a: AddArgs) -> Outcome {
         Err(Error::AlreadyExists(_)) => false,
         Err(e) => return Err(e.into()),
     };
-    let version = store.add_version(&id, value.expose()).await?;
+    let version = match store.add_version(&id, value.expose()).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Bad input changes nothing: don't leave an empty secret behind.
+            if created {
+                let _ = store.delete_secret(&id).await;
+            }
+            return Err(e.into());
+        }
+    };
     let secret = store.get_secret(&id).await?;
     let mut became_current = false;
     if !secret.aliases.contains_key(names::ALIAS_CURRENT) {
         let mut aliases = secret.aliases.clone();
         aliases.insert(names::ALIAS_CURRENT.to_string(), version.number);
         store
-            .update_secret(&id, SecretUpdate { aliases: Some(aliases), annotations: None }, Some(&secret.etag))
+            .update_secret(
+                &id,
+                SecretUpdate {
+                    aliases: Some(aliases),
+                    annotations: None,
+                },
+                Some(&secret.etag),
+            )
             .await?;
         became_current = true;
     }
@@ -246,7 +295,9 @@ async fn access(ctx: &Ctx, a: AccessArgs) -> Outcome {
     let store = &ctx.backends().await?.secrets;
     let got = store.access(&ctx.secret_id(&a.name), &version).await?;
     let mut out = std::io::stdout().lock();
-    out.write_all(got.value.expose()).and_then(|_| out.flush()).map_err(|e| Failure(format!("cannot write: {e}")))?;
+    out.write_all(got.value.expose())
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure(format!("cannot write: {e}")))?;
     Ok(())
 }
 
@@ -257,7 +308,12 @@ async fn change(ctx: &Ctx, a: StateArgs, change: StateChange) -> Outcome {
     if a.json {
         output::print_json(&v);
     } else {
-        println!("Version {} of {} is now {}.", v.number, ctx.logical(&id), v.state);
+        println!(
+            "Version {} of {} is now {}.",
+            v.number,
+            ctx.logical(&id),
+            v.state
+        );
     }
     Ok(())
 }

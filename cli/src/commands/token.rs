@@ -21,7 +21,8 @@ pub struct TokenArgs {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration like 90s, 15m or 1h"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m or 1h"))?;
     if d.is_zero() || d > Duration::from_secs(24 * 3600) {
         return Err("the lifetime must be between 1s and 24h".into());
     }
@@ -43,7 +44,10 @@ pub async fn run(ctx: &Ctx, a: TokenArgs) -> Outcome {
             let creds = google_cloud_auth::credentials::idtoken::Builder::new(&a.audience)
                 .build()
                 .map_err(|e| Failure(format!("cannot build ID-token credentials from ADC: {e}")))?;
-            creds.id_token().await.map_err(|e| Failure(format!("cannot mint an ID token: {e}")))?
+            creds
+                .id_token()
+                .await
+                .map_err(|e| Failure(format!("cannot mint an ID token: {e}")))?
         }
     };
     println!("{token}");

@@ -56,7 +56,8 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Outcome {
 fn read_payload(path: &Path) -> Result<Vec<u8>, Failure> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
         Ok(buf)
     } else {
         std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))
@@ -71,20 +72,31 @@ fn trim_newline(b: &[u8]) -> &[u8] {
 fn sign(a: SignArgs) -> Outcome {
     let secret = read_value(&a.secret_file)?;
     let payload = read_payload(&a.payload_file)?;
-    println!("{}", signature::sign(trim_newline(secret.expose()), &payload));
+    println!(
+        "{}",
+        signature::sign(trim_newline(secret.expose()), &payload)
+    );
     Ok(())
 }
 
 async fn send(ctx: &Ctx, a: SendArgs) -> Outcome {
     let payload = read_payload(&a.payload_file)?;
     if serde_json::from_slice::<serde_json::Value>(&payload).is_err() {
-        return Err(Failure(format!("{} is not JSON; GitHub sends JSON payloads", a.payload_file.display())));
+        return Err(Failure(format!(
+            "{} is not JSON; GitHub sends JSON payloads",
+            a.payload_file.display()
+        )));
     }
     let store = &ctx.backends().await?.secrets;
     let secret = store
-        .access(&ctx.config.secret_id(names::WEBHOOK_SECRET), &VersionRef::alias(names::ALIAS_CURRENT))
+        .access(
+            &ctx.config.secret_id(names::WEBHOOK_SECRET),
+            &VersionRef::alias(names::ALIAS_CURRENT),
+        )
         .await?;
-    let delivery = a.delivery.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let delivery = a
+        .delivery
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let response = reqwest::Client::new()
         .post(&a.url)
         .header("content-type", "application/json")
@@ -92,7 +104,10 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Outcome {
         .header("x-github-event", &a.event)
         .header("x-github-delivery", &delivery)
         .header("x-github-hook-id", "0")
-        .header("x-hub-signature-256", signature::sign(secret.value.expose(), &payload))
+        .header(
+            "x-hub-signature-256",
+            signature::sign(secret.value.expose(), &payload),
+        )
         .body(payload)
         .send()
         .await
@@ -100,5 +115,9 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Outcome {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     println!("{} {} (delivery {delivery})", status.as_u16(), body.trim());
-    if status.is_success() { Ok(()) } else { Err(Failure(format!("webhook-ingest answered {status}"))) }
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Failure(format!("webhook-ingest answered {status}")))
+    }
 }
