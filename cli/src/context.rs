@@ -28,7 +28,10 @@ impl Ctx {
 
     pub async fn backends(&self) -> Result<&Backends, Failure> {
         self.backends
-            .get_or_try_init(|| Backends::open(&self.config))
+            .get_or_try_init(|| {
+                tracing::debug!(backend = self.backend_name(), principal = %self.config.principal, "opening backends");
+                Backends::open(&self.config)
+            })
             .await
             .map_err(|e| {
                 Failure(format!(

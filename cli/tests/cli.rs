@@ -670,7 +670,7 @@ fn secrets_add_and_access_round_trip_exact_bytes() {
         for k in ["version", "state", "aliases", "created", "destroyed"] {
             assert!(r.get(k).is_some(), "versions --json row lacks {k}: {r}");
         }
-        assert_eq!(r["state"], "enabled");
+        assert_eq!(r["state"], "ENABLED");
         assert!(r["destroyed"].is_null());
         chrono::DateTime::parse_from_rfc3339(r["created"].as_str().expect("created"))
             .expect("RFC 3339");
@@ -737,7 +737,7 @@ fn secrets_disable_enable_destroy_and_list() {
             .map(|r| r["state"].as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
-    assert_eq!(state(&j, 2), "disabled");
+    assert_eq!(state(&j, 2), "DISABLED");
 
     let j = sb
         .pp()
@@ -763,7 +763,7 @@ fn secrets_disable_enable_destroy_and_list() {
         .run(&["secrets", "versions", "webhook-secret", "--json"])
         .ok()
         .json();
-    assert_eq!(state(&j, 2), "destroyed");
+    assert_eq!(state(&j, 2), "DESTROYED");
     let destroyed = j
         .as_array()
         .and_then(|r| r.iter().find(|r| r["version"] == 2))
@@ -785,7 +785,7 @@ fn secrets_disable_enable_destroy_and_list() {
                 .json(),
             2
         ),
-        "destroyed"
+        "DESTROYED"
     );
 
     let j = sb.pp().run(&["secrets", "list", "--json"]).ok().json();
@@ -949,7 +949,7 @@ fn backup_restores_into_a_fresh_home_that_keeps_the_kms_key() {
     assert_eq!(vb.as_array().map(Vec::len), Some(2), "{vb}");
     for v in vb.as_array().expect("array") {
         assert!(
-            !v["state"].as_str().unwrap_or_default().contains("disabled"),
+            !v["state"].as_str().unwrap_or_default().contains("DISABLED"),
             "{vb}"
         );
     }
@@ -2027,7 +2027,7 @@ fn rotate_rollback_and_emergency_show_in_status_and_versions() {
         .and_then(|a| a.iter().find(|r| r["version"] == replaced))
         .expect("row")
         .clone();
-    assert_eq!(row["state"], "disabled", "{v}");
+    assert_eq!(row["state"], "DISABLED", "{v}");
     let s = status_of(&sb, "webhook-secret");
     assert_eq!(s["current"]["number"], current);
     assert_eq!(s["in_grace"], false, "{s}");

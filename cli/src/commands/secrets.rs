@@ -152,7 +152,8 @@ async fn list(ctx: &Ctx, json: bool) -> Outcome {
 #[derive(Serialize)]
 struct VersionRow {
     version: u64,
-    state: String,
+    /// Spelled as everywhere else in JSON (ENABLED, DISABLED, DESTROYED).
+    state: patchpanda_shared::secrets::VersionState,
     aliases: Vec<String>,
     created: chrono::DateTime<chrono::Utc>,
     destroyed: Option<chrono::DateTime<chrono::Utc>>,
@@ -168,7 +169,7 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Outcome {
         .into_iter()
         .map(|v| VersionRow {
             version: v.number,
-            state: v.state.to_string(),
+            state: v.state,
             aliases: secret
                 .aliases
                 .iter()
@@ -187,7 +188,7 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Outcome {
     for r in &rows {
         t.row(vec![
             r.version.to_string(),
-            r.state.clone(),
+            r.state.to_string(),
             if r.aliases.is_empty() {
                 "-".into()
             } else {
