@@ -53,18 +53,33 @@ pub fn free_port_base() -> u16 {
 }
 
 fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     (nanos ^ std::process::id().rotate_left(7)) as u16
 }
 
 pub async fn start_stack(env: Env, extra_push: Vec<String>) -> RunningStack {
-    let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).expect("valid test config");
+    // Visible with --nocapture; the test harness hides it otherwise.
+    patchpanda::logging::init(false, "info");
+    let config =
+        Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).expect("valid test config");
     let (tx, rx) = watch::channel(false);
     let mut last = None;
     for _ in 0..5 {
-        let args = DevArgs { port_base: free_port_base(), push_github_events: extra_push.clone() };
+        let args = DevArgs {
+            port_base: free_port_base(),
+            push_github_events: extra_push.clone(),
+        };
         match dev::start(&env, &config, &args, rx.clone()).await {
-            Ok(stack) => return RunningStack { stack, env, stop: tx },
+            Ok(stack) => {
+                return RunningStack {
+                    stack,
+                    env,
+                    stop: tx,
+                };
+            }
             Err(e) => last = Some(e.0),
         }
     }
@@ -90,7 +105,10 @@ pub async fn wait_for_messages(
             return msgs;
         }
         if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting on {topic}; it holds {} messages", msgs.len());
+            panic!(
+                "timed out after {limit:?} waiting on {topic}; it holds {} messages",
+                msgs.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -26,22 +26,36 @@ const CHILD_PUSH: &str = "PATCHPANDA_E2E_CHILD_PUSH";
 /// runs the stack here until it is killed.
 #[tokio::test]
 async fn child_stack_process() {
-    let (Ok(home), Ok(port), Ok(push)) = (std::env::var(CHILD_HOME), std::env::var(CHILD_PORT), std::env::var(CHILD_PUSH))
-    else {
+    let (Ok(home), Ok(port), Ok(push)) = (
+        std::env::var(CHILD_HOME),
+        std::env::var(CHILD_PORT),
+        std::env::var(CHILD_PUSH),
+    ) else {
         return;
     };
     let env = stack_env(std::path::Path::new(&home), &[]);
     let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).unwrap();
-    let args = patchpanda::dev::DevArgs { port_base: port.parse().unwrap(), push_github_events: vec![push] };
+    let args = patchpanda::dev::DevArgs {
+        port_base: port.parse().unwrap(),
+        push_github_events: vec![push],
+    };
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    patchpanda::dev::start(&env, &config, &args, rx).await.map_err(|e| e.0).unwrap();
+    patchpanda::dev::start(&env, &config, &args, rx)
+        .await
+        .map_err(|e| e.0)
+        .unwrap();
     println!("CHILD READY");
     std::future::pending::<()>().await;
 }
 
 fn spawn_child(home: &std::path::Path, port: u16, push: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_stack_process", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_stack_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_HOME, home)
         .env(CHILD_PORT, port.to_string())
         .env(CHILD_PUSH, push)
@@ -75,7 +89,11 @@ struct Receiver {
     bad_tokens: Arc<Mutex<usize>>,
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -89,9 +107,17 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body
         return StatusCode::UNAUTHORIZED;
     }
     let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let delivery = envelope["message"]["attributes"]["github_delivery"].as_str().unwrap_or_default().to_string();
-    let data = base64::engine::general_purpose::STANDARD.decode(envelope["message"]["data"].as_str().unwrap()).unwrap();
-    assert!(serde_json::from_slice::<serde_json::Value>(&data).is_ok(), "published data is the JSON payload");
+    let delivery = envelope["message"]["attributes"]["github_delivery"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(envelope["message"]["data"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&data).is_ok(),
+        "published data is the JSON payload"
+    );
     r.got.lock().unwrap().insert(delivery);
     StatusCode::NO_CONTENT
 }
@@ -102,13 +128,21 @@ async fn webhook_secret(home: &std::path::Path) -> Vec<u8> {
     let b = Backends::open(&config).await.unwrap();
     let v = b
         .secrets
-        .access(&config.secret_id(names::WEBHOOK_SECRET), &VersionRef::alias(names::ALIAS_CURRENT))
+        .access(
+            &config.secret_id(names::WEBHOOK_SECRET),
+            &VersionRef::alias(names::ALIAS_CURRENT),
+        )
         .await
         .unwrap();
     v.value.expose().to_vec()
 }
 
-async fn send_delivery(client: &reqwest::Client, url: &str, secret: &[u8], id: &str) -> reqwest::StatusCode {
+async fn send_delivery(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &[u8],
+    id: &str,
+) -> reqwest::StatusCode {
     let body = serde_json::to_vec(&serde_json::json!({
         "ref": "refs/heads/main",
         "repository": {"id": 1, "full_name": "octo/hello", "name": "hello", "owner": {"login": "octo"}},
@@ -145,7 +179,9 @@ async fn no_accepted_delivery_is_lost_across_kill_9() {
         got: Arc::default(),
         bad_tokens: Arc::default(),
     };
-    let app = axum::Router::new().route("/push", post(receive)).with_state(receiver.clone());
+    let app = axum::Router::new()
+        .route("/push", post(receive))
+        .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let port = free_port_base();
@@ -157,11 +193,17 @@ async fn no_accepted_delivery_is_lost_across_kill_9() {
     let mut accepted = BTreeSet::new();
     for i in 0..20 {
         let id = format!("before-{i}");
-        if send_delivery(&client, &format!("{ingest}/webhook"), &secret, &id).await == reqwest::StatusCode::ACCEPTED {
+        if send_delivery(&client, &format!("{ingest}/webhook"), &secret, &id).await
+            == reqwest::StatusCode::ACCEPTED
+        {
             accepted.insert(id);
         }
     }
-    assert_eq!(accepted.len(), 20, "a healthy stack accepts every signed delivery");
+    assert_eq!(
+        accepted.len(),
+        20,
+        "a healthy stack accepts every signed delivery"
+    );
     child.kill().unwrap(); // SIGKILL: no graceful shutdown, deliveries may be mid-flight
     child.wait().unwrap();
 
@@ -169,7 +211,9 @@ async fn no_accepted_delivery_is_lost_across_kill_9() {
     wait_healthy(&ingest, Duration::from_secs(60)).await;
     for i in 0..10 {
         let id = format!("after-{i}");
-        if send_delivery(&client, &format!("{ingest}/webhook"), &secret, &id).await == reqwest::StatusCode::ACCEPTED {
+        if send_delivery(&client, &format!("{ingest}/webhook"), &secret, &id).await
+            == reqwest::StatusCode::ACCEPTED
+        {
             accepted.insert(id);
         }
     }
@@ -187,7 +231,11 @@ async fn no_accepted_delivery_is_lost_across_kill_9() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(*receiver.bad_tokens.lock().unwrap(), 0, "every push carried a valid OIDC token");
+    assert_eq!(
+        *receiver.bad_tokens.lock().unwrap(),
+        0,
+        "every push carried a valid OIDC token"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -203,22 +251,169 @@ async fn an_operator_reading_a_secret_raises_an_alert() {
     let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).unwrap();
     let b = Backends::open(&config).await.unwrap();
     b.secrets
-        .access(&config.secret_id(names::WEBHOOK_SECRET), &VersionRef::alias(names::ALIAS_CURRENT))
+        .access(
+            &config.secret_id(names::WEBHOOK_SECRET),
+            &VersionRef::alias(names::ALIAS_CURRENT),
+        )
         .await
         .unwrap();
-    let alerts = wait_for_messages(home.path(), names::TOPIC_ALERTS, Duration::from_secs(30), |m| {
-        m.iter().any(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
-    })
+    let alerts = wait_for_messages(
+        home.path(),
+        names::TOPIC_ALERTS,
+        Duration::from_secs(30),
+        |m| {
+            m.iter()
+                .any(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
+        },
+    )
     .await;
     let alert = alerts
         .iter()
         .find(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
         .unwrap();
-    assert!(alert.attributes.contains_key("severity"), "{:?}", alert.attributes);
-    assert!(alert.attributes.contains_key("rule"), "{:?}", alert.attributes);
+    assert!(
+        alert.attributes.contains_key("severity"),
+        "{:?}",
+        alert.attributes
+    );
+    assert!(
+        alert.attributes.contains_key("rule"),
+        "{:?}",
+        alert.attributes
+    );
     assert!(
         String::from_utf8_lossy(&alert.data).contains("patchpanda-webhook-secret"),
         "the alert names the secret"
+    );
+    drop(running);
+}
+
+/// A GitHub stand-in for the rotation: it keeps the App's webhook secret,
+/// which the worker changes with PATCH /app/hook/config, and which senders
+/// sign with, as GitHub does.
+#[derive(Clone, Default)]
+struct FakeGitHub {
+    secret: Arc<Mutex<Vec<u8>>>,
+    patches: Arc<Mutex<usize>>,
+}
+
+async fn gh_app() -> axum::Json<serde_json::Value> {
+    axum::Json(
+        serde_json::json!({"id": 4242, "slug": "patchpanda-test", "name": "PatchPanda test", "client_id": "Iv1.test"}),
+    )
+}
+
+async fn gh_hook_config() -> axum::Json<serde_json::Value> {
+    axum::Json(
+        serde_json::json!({"url": "https://example.invalid/webhook", "content_type": "json", "insecure_ssl": "0"}),
+    )
+}
+
+async fn gh_patch_hook_config(
+    State(gh): State<FakeGitHub>,
+    body: axum::body::Bytes,
+) -> axum::Json<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    if let Some(s) = v["secret"].as_str() {
+        *gh.secret.lock().unwrap() = s.as_bytes().to_vec();
+        *gh.patches.lock().unwrap() += 1;
+    }
+    gh_hook_config().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_webhook_secret_under_load_rejects_no_valid_delivery() {
+    let gh = FakeGitHub::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gh_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/app", axum::routing::get(gh_app))
+        .route(
+            "/app/hook/config",
+            axum::routing::get(gh_hook_config).patch(gh_patch_hook_config),
+        )
+        .with_state(gh.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let home = tempfile::tempdir().unwrap();
+    let running = start_stack(
+        stack_env(
+            home.path(),
+            &[("GITHUB_APP_ID", "4242"), ("GITHUB_API_URL", &gh_url)],
+        ),
+        vec![],
+    )
+    .await;
+    *gh.secret.lock().unwrap() = webhook_secret(home.path()).await;
+    let ingest = format!("http://{}/webhook", running.stack.ingest);
+
+    // A steady stream of deliveries, each signed with whatever secret GitHub
+    // holds at the moment it signs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (gh, stop, ingest) = (gh.clone(), stop.clone(), ingest.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut results = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let secret = gh.secret.lock().unwrap().clone();
+                let status = send_delivery(&client, &ingest, &secret, &format!("load-{i}")).await;
+                results.push(status);
+                i += 1;
+            }
+            results
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let worker = format!("http://{}/rotate", running.stack.worker);
+    let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
+    let token = issuer
+        .mint(
+            &worker,
+            names::PRINCIPAL_OPERATOR_DEFAULT,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let old_secret = gh.secret.lock().unwrap().clone();
+    for _ in 0..2 {
+        let r = reqwest::Client::new()
+            .post(&worker)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"secret": "webhook-secret", "emergency": false}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(status.is_success(), "rotation failed: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = sender.await.unwrap();
+
+    assert_eq!(
+        *gh.patches.lock().unwrap(),
+        2,
+        "GitHub's hook secret was changed twice"
+    );
+    assert_ne!(*gh.secret.lock().unwrap(), old_secret);
+    assert!(
+        results.len() > 20,
+        "the stream kept flowing ({} deliveries)",
+        results.len()
+    );
+    let rejected: Vec<_> = results
+        .iter()
+        .filter(|s| **s != reqwest::StatusCode::ACCEPTED)
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "{} of {} valid deliveries were not accepted: {rejected:?}",
+        rejected.len(),
+        results.len()
     );
     drop(running);
 }
