@@ -99,6 +99,7 @@ impl Ingest {
 
     /// Handles one delivery.
     pub async fn webhook(&self, req: HttpRequest) -> Result<Reply, HandlerError> {
+        let arrived = std::time::Instant::now();
         let headers = &req.headers;
         let event = required_id(headers, HEADER_EVENT, "X-GitHub-Event")?;
         let delivery = required_id(headers, HEADER_DELIVERY, "X-GitHub-Delivery")?;
@@ -118,21 +119,12 @@ impl Ingest {
         let snapshot = self.keyring.snapshot().await.map_err(|e| {
             HandlerError::retryable(format!("the webhook secret is unavailable: {e}"))
         })?;
-        let form = header(headers, http::header::CONTENT_TYPE.as_str())
-            .map(body_kind)
-            .unwrap_or(Ok(false));
-        let body = req.body.clone();
-        let sig = sig.to_string();
-        let checked = if body.len() <= INLINE_WORK_LIMIT {
-            check(&snapshot, body, &sig, form)
-        } else {
-            // Hashing and parsing up to 25 MiB would stall other requests
-            // sharing this thread.
-            let snap = snapshot.clone();
-            tokio::task::spawn_blocking(move || check(&snap, body, &sig, form))
-                .await
-                .map_err(|_| HandlerError::retryable("checking the delivery was interrupted"))?
-        };
+        let mut checked = self.check(&req, &snapshot, sig).await?;
+        if matches!(checked, Err(Refusal::Signature))
+            && let Some(fresh) = self.keyring.refresh_after_miss(arrived, &snapshot).await
+        {
+            checked = self.check(&req, &fresh, sig).await?;
+        }
         let checked = match checked {
             Ok(c) => c,
             Err(Refusal::Signature) => {
@@ -205,6 +197,28 @@ impl Ingest {
                 message_id: Some(message_id),
             },
         ))
+    }
+
+    /// Verifies and parses the delivery against one snapshot of the secret.
+    async fn check(
+        &self,
+        req: &HttpRequest,
+        snapshot: &Arc<SecretSnapshot>,
+        sig: &str,
+    ) -> Result<Result<Checked, Refusal>, HandlerError> {
+        let form = header(&req.headers, http::header::CONTENT_TYPE.as_str())
+            .map(body_kind)
+            .unwrap_or(Ok(false));
+        let body = req.body.clone();
+        if body.len() <= INLINE_WORK_LIMIT {
+            return Ok(check(snapshot, body, sig, form));
+        }
+        // Hashing and parsing up to 25 MiB would stall other requests
+        // sharing this thread.
+        let (snap, sig) = (snapshot.clone(), sig.to_string());
+        tokio::task::spawn_blocking(move || check(&snap, body, &sig, form))
+            .await
+            .map_err(|_| HandlerError::retryable("checking the delivery was interrupted"))
     }
 
     async fn build(

@@ -17,12 +17,54 @@ use patchpanda_shared::secrets::cache::{SecretCache, SecretSnapshot};
 pub struct WebhookKeyring {
     cache: Arc<SecretCache>,
     id: String,
+    /// When a signature mismatch last made us read the secret again.
+    last_miss_refresh: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// At most one mismatch-driven read a second: a flood of forged signatures
+/// must not become a flood of Secret Manager reads.
+const MISS_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl WebhookKeyring {
     /// `id` is the Secret Manager id, e.g. `patchpanda-webhook-secret`.
     pub fn new(cache: Arc<SecretCache>, id: String) -> Self {
-        Self { cache, id }
+        Self {
+            cache,
+            id,
+            last_miss_refresh: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// After a mismatch: reads the secret again, if what we held was fetched
+    /// before the delivery arrived (a rotation may have moved on since, and
+    /// its notice may still be on its way) and no such read ran in the last
+    /// second. Returns the fresh snapshot to check the delivery against.
+    pub async fn refresh_after_miss(
+        &self,
+        arrived: std::time::Instant,
+        held: &SecretSnapshot,
+    ) -> Option<Arc<SecretSnapshot>> {
+        if held.fetched_at >= arrived {
+            return None;
+        }
+        {
+            let mut last = self
+                .last_miss_refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < MISS_REFRESH_INTERVAL) {
+                return None;
+            }
+            *last = Some(now);
+        }
+        match self.cache.refresh(&self.id).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(secret = %self.id, error = %e, "re-reading the webhook secret after a mismatch failed");
+                None
+            }
+        }
     }
 
     pub fn secret_id(&self) -> &str {
@@ -64,10 +106,14 @@ impl WebhookKeyring {
     }
 }
 
-/// `(version, secret)` of `current`, then of `previous` if its grace has
-/// not ended at `now`.
+/// `(version, secret)` of `current`; of `pending`, while a rotation is in
+/// flight (the worker announces it before GitHub starts signing with it);
+/// then of `previous` if its grace has not ended at `now`.
 pub fn valid_keys(snapshot: &SecretSnapshot, now: DateTime<Utc>) -> Vec<(u64, &SecretValue)> {
     let mut keys = vec![(snapshot.current.version.number, &snapshot.current.value)];
+    if let Some(pending) = &snapshot.pending {
+        keys.push((pending.version.number, &pending.value));
+    }
     if let Some(prev) = &snapshot.previous
         && previous_valid_until(snapshot).is_some_and(|until| now < until)
     {
@@ -126,6 +172,7 @@ mod tests {
             },
             current: version(2, "new"),
             previous: Some(version(1, "old")),
+            pending: None,
             fetched_at: Instant::now(),
         }
     }
@@ -157,6 +204,13 @@ mod tests {
         assert_eq!(
             WebhookKeyring::verify(&no_annotation, body, &old_sig, now),
             None
+        );
+        let mut rotating = snapshot(None);
+        rotating.pending = Some(version(3, "next"));
+        let next_sig = signature::sign(b"next", body);
+        assert_eq!(
+            WebhookKeyring::verify(&rotating, body, &next_sig, now),
+            Some(3)
         );
         let garbled = snapshot(Some("tomorrow"));
         assert_eq!(WebhookKeyring::verify(&garbled, body, &old_sig, now), None);

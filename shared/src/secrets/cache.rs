@@ -18,7 +18,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::{AccessedVersion, Secret, SecretStore, VersionRef};
-use crate::names::{ALIAS_CURRENT, ALIAS_PREVIOUS};
+use crate::names::{ALIAS_CURRENT, ALIAS_PENDING, ALIAS_PREVIOUS};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,8 @@ pub struct SecretSnapshot {
     pub current: AccessedVersion,
     /// The version aliased `previous`, if it is enabled.
     pub previous: Option<AccessedVersion>,
+    /// The version aliased `pending` (a rotation in flight), if it is enabled.
+    pub pending: Option<AccessedVersion>,
     pub fetched_at: Instant,
 }
 
@@ -272,26 +274,43 @@ async fn fetch(store: &dyn SecretStore, id: &str) -> Result<SecretSnapshot> {
         .get(ALIAS_PREVIOUS)
         .copied()
         .filter(|&n| n != current_no);
+    let pending_no = secret
+        .aliases
+        .get(ALIAS_PENDING)
+        .copied()
+        .filter(|&n| n != current_no);
     let current_ref = VersionRef::Number(current_no);
     let current = store.access(id, &current_ref);
-    let previous = async {
-        match previous_no {
-            None => Ok(None),
-            Some(n) => match store.access(id, &VersionRef::Number(n)).await {
-                Ok(v) => Ok(Some(v)),
-                // Disabled, destroyed or gone: the grace period is over.
-                Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            },
-        }
-    };
-    let (current, previous) = futures::future::try_join(current, previous).await?;
+    let (current, previous, pending) = futures::future::try_join3(
+        current,
+        optional(store, id, previous_no),
+        optional(store, id, pending_no),
+    )
+    .await?;
     Ok(SecretSnapshot {
         secret,
         current,
         previous,
+        pending,
         fetched_at: now(),
     })
+}
+
+/// An aliased version other than `current`: absent when disabled,
+/// destroyed or gone (its grace is over, or its rotation was undone).
+async fn optional(
+    store: &dyn SecretStore,
+    id: &str,
+    number: Option<u64>,
+) -> Result<Option<AccessedVersion>> {
+    match number {
+        None => Ok(None),
+        Some(n) => match store.access(id, &VersionRef::Number(n)).await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 /// Now on tokio's clock, so tests can move time without sleeping.
@@ -492,6 +511,35 @@ mod tests {
             matches!(&err, Error::NotFound(m) if m.contains("loading secret missing")),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn pending_is_loaded_while_a_rotation_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), None, None);
+        seed(&s.inner, "w", &["old", "new"]).await;
+        let cache = SecretCache::new(s.clone(), OPTS);
+        assert!(cache.get("w").await.unwrap().pending.is_none());
+        s.inner.add_version("w", b"next").await.unwrap();
+        set_aliases(
+            &s.inner,
+            "w",
+            BTreeMap::from([
+                (ALIAS_CURRENT.into(), 2),
+                (ALIAS_PREVIOUS.into(), 1),
+                (ALIAS_PENDING.into(), 3),
+            ]),
+        )
+        .await;
+        let snap = cache.refresh("w").await.unwrap();
+        assert_eq!(text(snap.pending.as_ref().unwrap()), "next");
+        assert_eq!(snap.pending.as_ref().unwrap().version.number, 3);
+        // A rolled-back rotation disables its pending version: gone.
+        s.inner
+            .set_state("w", 3, StateChange::Disable)
+            .await
+            .unwrap();
+        assert!(cache.refresh("w").await.unwrap().pending.is_none());
     }
 
     #[tokio::test]
