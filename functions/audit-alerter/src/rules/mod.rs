@@ -326,6 +326,9 @@ impl Engine {
             tracing::debug!(resource = %change.alert.resource, %principal, "change inside an announced rotation");
             return None;
         }
+        if !self.settings.enabled(Rule::RotatorOutsideRotation) {
+            return None;
+        }
         let mut alert = change.alert;
         alert.rule = Rule::RotatorOutsideRotation;
         alert.severity = self.settings.severity(Rule::RotatorOutsideRotation);
