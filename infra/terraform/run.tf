@@ -58,9 +58,12 @@ locals {
       env     = {}
     }
     "audit-alerter" = {
-      ingress     = var.private_ingress
-      min         = 0
-      max         = var.max_instances
+      ingress = var.private_ingress
+      min     = 0
+      # One instance: dedup, rotation windows and spike counters live in
+      # memory, so a rotation notice pushed to one instance must cover the
+      # audit entries pushed to it; a second instance would page falsely.
+      max         = 1
       concurrency = 40
       timeout     = "120s"
       env = {
