@@ -12,6 +12,8 @@ end
 local body = slurp(dir .. "/payload.json")
 local sig = slurp(dir .. "/signature.txt")
 local fixed_id = os.getenv("BENCH_FIXED_DELIVERY")
+-- An empty value is truthy in Lua; it means "unique ids".
+if fixed_id == "" then fixed_id = nil end
 local threads = 0
 local counter = 0
 

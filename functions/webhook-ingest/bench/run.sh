@@ -48,7 +48,7 @@ load() { # name port conns [fixed-delivery-id]
   echo "== $name: wrk -t$THREADS -c$conns -d$DURATION (8 KiB signed push, keep-alive)"
   BENCH_FIXED_DELIVERY="${4:-}" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
     -s "$ROOT/functions/webhook-ingest/bench/post.lua" "http://127.0.0.1:$port/webhook" \
-    | grep -E "Requests/sec|Non-2xx|Socket errors|p50|Latency  "
+    | grep -E "Requests/sec|requests in|Non-2xx|Socket errors|p50|Latency  "
 }
 
 echo "payload: $(wc -c < "$WORK/payload.json") bytes"
