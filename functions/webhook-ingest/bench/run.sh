@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test of webhook-ingest vs a bare hyper HMAC server, plus exec->ready.
-# Writes its numbers to stdout; BENCHMARKS-ingest.md records a run.
+# Writes its numbers to stdout; BENCHMARKS.md records a run.
 #   DURATION=10s CONNS=64 THREADS=2 READY_RUNS=20 bash functions/webhook-ingest/bench/run.sh
 set -euo pipefail
 
