@@ -53,11 +53,12 @@ for t in "${targets[@]}"; do
         echo "run.sh: $t ok (${runs:-?} runs, ${cov:-cov: ?})" >&2
     else
         failed+=("$t")
-        echo "run.sh: $t FAILED; last lines of $PWD/$logs/$t.log:" >&2
-        grep -E 'panicked at|^==[0-9]+== ERROR|deadly signal|timeout|out-of-memory' "$logs/$t.log" | head -5 >&2 || true
+        echo "run.sh: $t FAILED (log: $PWD/$logs/$t.log)" >&2
+        grep -E -A1 'panicked at|^==[0-9]+== ERROR|ERROR: libFuzzer' "$logs/$t.log" | head -6 >&2 || true
         artifact=$(grep -o 'Test unit written to [^ ]*' "$logs/$t.log" | tail -1 | sed 's/Test unit written to //' || true)
         if [ -n "$artifact" ]; then
-            echo "run.sh: crashing input saved to $PWD/$artifact" >&2
+            case "$artifact" in /*) ;; *) artifact=$PWD/$artifact ;; esac
+            echo "run.sh: crashing input saved to $artifact" >&2
             echo "run.sh: reproduce with: (cd $PWD && RUSTC_BOOTSTRAP=1 cargo fuzz run ${FLAGS[*]} $t $artifact)" >&2
         else
             tail -20 "$logs/$t.log" >&2

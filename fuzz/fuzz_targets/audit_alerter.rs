@@ -51,8 +51,16 @@ fn settings() -> Settings {
 
 fn check_alerts(settings: &Settings, alerts: &[Alert]) {
     for a in alerts {
-        assert!(!a.summary.contains('\n'), "multi-line summary: {:?}", a.summary);
-        assert!(settings.enabled(a.rule), "alert from a disabled rule {:?}", a.rule);
+        assert!(
+            !a.summary.contains('\n'),
+            "multi-line summary: {:?}",
+            a.summary
+        );
+        assert!(
+            settings.enabled(a.rule),
+            "alert from a disabled rule {:?}",
+            a.rule
+        );
         assert!(!a.id.is_empty() && !a.fingerprint.is_empty(), "{a:?}");
         let json = a.to_json();
         let back: Alert = match serde_json::from_slice(&json) {

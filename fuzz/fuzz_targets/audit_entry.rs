@@ -10,7 +10,7 @@
 
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
-use patchpanda_shared::audit_log::{LogEntry, AUDIT_LOG_TYPE};
+use patchpanda_shared::audit_log::{AUDIT_LOG_TYPE, LogEntry};
 use serde_json::Value;
 
 use audit_alerter::entry::{self, Decoded};
@@ -22,14 +22,25 @@ fuzz_target!(|data: &[u8]| {
     }
     match entry::decode(data) {
         Ok(Decoded::Audit(e)) => {
-            let audit = e.proto_payload.as_ref().expect("an audit entry has a protoPayload");
+            let audit = e
+                .proto_payload
+                .as_ref()
+                .expect("an audit entry has a protoPayload");
             assert!(!audit.service_name.is_empty() && !audit.method_name.is_empty());
-            assert!(audit.type_url.as_deref().is_none_or(|t| t == AUDIT_LOG_TYPE));
+            assert!(
+                audit
+                    .type_url
+                    .as_deref()
+                    .is_none_or(|t| t == AUDIT_LOG_TYPE)
+            );
             round_trips(&e);
             helpers(&e);
         }
         Ok(Decoded::SignatureRejected(e)) => {
-            let j = e.json_payload.as_ref().expect("a signature entry has a jsonPayload");
+            let j = e
+                .json_payload
+                .as_ref()
+                .expect("a signature entry has a jsonPayload");
             let event = j
                 .get("event")
                 .and_then(Value::as_str)
@@ -64,7 +75,10 @@ fn round_trips(e: &LogEntry) {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
         }
         (Value::Array(x), Value::Array(y)) => {
@@ -113,5 +127,8 @@ fn helpers(e: &LogEntry) {
         }
     }
     let accounts = entry::service_accounts(e, audit);
-    assert!(accounts.windows(2).all(|w| w[0] < w[1]), "not sorted+deduped");
+    assert!(
+        accounts.windows(2).all(|w| w[0] < w[1]),
+        "not sorted+deduped"
+    );
 }

@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     );
     assert!(verify(secret, body, &good));
-    assert!(verify(secret, body, &format!("  {}\t", good.to_ascii_uppercase())));
+    assert!(verify(
+        secret,
+        body,
+        &format!("  {}\t", good.to_ascii_uppercase())
+    ));
     let digest = parse_header(&good).expect("our own signature parses");
     assert!(verify_digest(secret, body, &digest));
 
@@ -92,9 +96,17 @@ fn keyring(secret: &[u8], body: &[u8], header: &str, pick: usize) {
     let current = WebhookKeyring::verify(&snapshot, body, &sign(secret, body), now);
     assert_eq!(current, Some(2), "the current secret's signature");
     let previous = WebhookKeyring::verify(&snapshot, body, &sign(&previous_secret, body), now);
-    assert_eq!(previous, in_grace.then_some(1), "the previous secret's signature");
+    assert_eq!(
+        previous,
+        in_grace.then_some(1),
+        "the previous secret's signature"
+    );
     let pending = WebhookKeyring::verify(&snapshot, body, &sign(&pending_secret, body), now);
-    assert_eq!(pending, with_pending.then_some(3), "the pending secret's signature");
+    assert_eq!(
+        pending,
+        with_pending.then_some(3),
+        "the pending secret's signature"
+    );
 
     let expected = if verify(secret, body, header) {
         Some(2)
@@ -105,7 +117,10 @@ fn keyring(secret: &[u8], body: &[u8], header: &str, pick: usize) {
     } else {
         None
     };
-    assert_eq!(WebhookKeyring::verify(&snapshot, body, header, now), expected);
+    assert_eq!(
+        WebhookKeyring::verify(&snapshot, body, header, now),
+        expected
+    );
 }
 
 fn snapshot(

@@ -22,15 +22,24 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let bytes = serde_json::to_vec(&notice).expect("a notice serializes");
-    assert_eq!(RotationNotice::from_data(&bytes).ok().as_ref(), Some(&notice));
+    assert_eq!(
+        RotationNotice::from_data(&bytes).ok().as_ref(),
+        Some(&notice)
+    );
 
     let message = notice.to_message();
-    assert_eq!(RotationNotice::from_data(&message.data).ok().as_ref(), Some(&notice));
+    assert_eq!(
+        RotationNotice::from_data(&message.data).ok().as_ref(),
+        Some(&notice)
+    );
     let attr = |k: &str| message.attributes.get(k).map(String::as_str);
     assert_eq!(attr("secret"), Some(notice.secret.as_str()));
     assert_eq!(attr("event"), Some(notice.event.as_str()));
     assert_eq!(attr("rotation_id"), Some(notice.rotation_id.as_str()));
-    assert_eq!(attr("version"), notice.version.map(|v| v.to_string()).as_deref());
+    assert_eq!(
+        attr("version"),
+        notice.version.map(|v| v.to_string()).as_deref()
+    );
     assert_eq!(
         attr("previous_version"),
         notice.previous_version.map(|v| v.to_string()).as_deref()

@@ -51,14 +51,23 @@ fuzz_target!(|data: &[u8]| {
         Ok(SecretEvent::Rotate(kind)) => {
             assert_eq!(event_type, Some("SECRET_ROTATE"));
             let logical = id_of().expect("a rotated secret is one of ours");
-            assert_eq!(kind, rotation_worker::kinds::Kind::parse(&logical).expect("a kind"));
+            assert_eq!(
+                kind,
+                rotation_worker::kinds::Kind::parse(&logical).expect("a kind")
+            );
         }
         Ok(SecretEvent::VersionAdded { kind, version }) => {
             assert_eq!(event_type, Some("SECRET_VERSION_ADD"));
             assert!(version > 0);
-            assert!(kind.is_upload(), "{kind:?}: its versions come from the worker");
+            assert!(
+                kind.is_upload(),
+                "{kind:?}: its versions come from the worker"
+            );
             let logical = id_of().expect("an added version is of one of ours");
-            assert_eq!(kind, rotation_worker::kinds::Kind::parse(&logical).expect("a kind"));
+            assert_eq!(
+                kind,
+                rotation_worker::kinds::Kind::parse(&logical).expect("a kind")
+            );
             let version_id = attributes.get("versionId").expect("versionId");
             assert_eq!(events::version_of(version_id), Some(version));
         }
@@ -70,7 +79,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let m = e.to_string();
             assert!(!m.contains('\n'), "multi-line refusal: {m:?}");
-            assert!(m.len() <= 1024, "refusal of {} bytes", m.len());
+            // The message quotes at most 200 characters of the input, each
+            // escaped to at most 10 (`\u{10ffff}`).
+            assert!(m.len() <= 2400, "refusal of {} bytes", m.len());
         }
     }
 });

@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let printed = v.to_string();
-            assert_eq!(VersionRef::from_str(&printed).ok(), Some(v.clone()), "{printed:?}");
+            assert_eq!(
+                VersionRef::from_str(&printed).ok(),
+                Some(v.clone()),
+                "{printed:?}"
+            );
         }
         Err(Error::InvalidArgument(m)) => assert!(!m.contains('\n'), "multi-line: {m:?}"),
         Err(other) => panic!("a bad version must be InvalidArgument, got {other:?}"),

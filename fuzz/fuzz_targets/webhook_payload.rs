@@ -19,8 +19,8 @@ use bytes::Bytes;
 use chrono::DateTime;
 use flate2::read::GzDecoder;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 use serde::de::IgnoredAny;
+use serde_json::Value;
 use webhook_ingest::message::{self, DeliveryMeta, PayloadError, PayloadFacts};
 
 fuzz_target!(|data: &[u8]| {
@@ -65,16 +65,29 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("building the message failed: {e}"),
     };
     for (key, value) in &built.attributes {
-        assert!(value.len() <= 1024, "attribute {key} is {} bytes", value.len());
+        assert!(
+            value.len() <= 1024,
+            "attribute {key} is {} bytes",
+            value.len()
+        );
     }
     let attr = |k: &str| built.attributes.get(k).map(String::as_str);
-    assert!(meta.event.starts_with(attr(message::ATTR_EVENT).unwrap_or("\0")));
-    assert!(meta.delivery.starts_with(attr(message::ATTR_DELIVERY).unwrap_or("\0")));
+    assert!(
+        meta.event
+            .starts_with(attr(message::ATTR_EVENT).unwrap_or("\0"))
+    );
+    assert!(
+        meta.delivery
+            .starts_with(attr(message::ATTR_DELIVERY).unwrap_or("\0"))
+    );
     assert_eq!(attr(message::ATTR_SECRET_VERSION), Some("3"));
     if let Some(repo) = &facts.repository {
         assert!(repo.starts_with(attr(message::ATTR_REPOSITORY).unwrap_or("\0")));
         if ordering {
-            assert_eq!(built.ordering_key.as_deref(), attr(message::ATTR_REPOSITORY));
+            assert_eq!(
+                built.ordering_key.as_deref(),
+                attr(message::ATTR_REPOSITORY)
+            );
         }
     } else {
         assert_eq!(built.ordering_key, None);

@@ -96,6 +96,9 @@ mod tests {
             key_values(b"k=v=w\nnone\n=x"),
             vec![("k".into(), "v=w".into()), ("".into(), "x".into())]
         );
-        assert_eq!(first_line(b"one\ntwo\nthree"), (&b"one"[..], &b"two\nthree"[..]));
+        assert_eq!(
+            first_line(b"one\ntwo\nthree"),
+            (&b"one"[..], &b"two\nthree"[..])
+        );
     }
 }
