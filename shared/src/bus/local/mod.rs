@@ -151,6 +151,18 @@ pub struct LocalBus {
     notify: Arc<Notify>,
     retention: Duration,
     last_prune_ms: Arc<AtomicI64>,
+    /// Publishes waiting to be committed: whoever holds the connection next
+    /// commits all of them in one transaction (group commit), so concurrent
+    /// publishers share one fsync instead of queueing for one each.
+    queue: Arc<Mutex<Vec<Queued>>>,
+}
+
+/// A publish waiting for the next group commit, with where to send its id.
+struct Queued {
+    topic: String,
+    message: Message,
+    now: i64,
+    done: std::sync::mpsc::Sender<Result<i64>>,
 }
 
 impl std::fmt::Debug for LocalBus {
@@ -170,6 +182,7 @@ impl LocalBus {
             notify: notifier_for(home.path()),
             retention: DEFAULT_RETENTION,
             last_prune_ms: Arc::new(AtomicI64::new(0)),
+            queue: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -347,19 +360,39 @@ impl LocalBus {
         Ok(id.to_string())
     }
 
+    /// Queues the message, then commits every queued message in one
+    /// transaction unless another publisher already committed ours while we
+    /// waited for the connection. Returns only after our message is durable.
     fn commit_message(&self, topic: &str, message: &Message, now: i64) -> Result<i64> {
-        let mut conn = self.conn();
-        let tx = immediate(&mut conn)?;
-        let id = insert_message(
-            &tx,
-            topic,
-            &message.data,
-            &message.attributes,
-            message.ordering_key.as_deref(),
+        let (done, result) = std::sync::mpsc::channel();
+        self.lock_queue().push(Queued {
+            topic: topic.to_string(),
+            message: message.clone(),
             now,
-        )?;
-        tx.commit().map_err(db_err)?;
-        Ok(id)
+            done,
+        });
+        {
+            let mut conn = self.conn();
+            let batch = std::mem::take(&mut *self.lock_queue());
+            if !batch.is_empty() {
+                let outcome = commit_batch(&mut conn, &batch);
+                for (i, q) in batch.into_iter().enumerate() {
+                    let r = match &outcome {
+                        Ok(ids) => Ok(ids[i]),
+                        Err(e) => Err(e.clone()),
+                    };
+                    // The waiter may have given up; nothing to tell it then.
+                    let _ = q.done.send(r);
+                }
+            }
+        }
+        result.recv().map_err(|_| {
+            Error::Internal("local bus: a group commit lost a message's answer".into())
+        })?
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -409,6 +442,24 @@ impl Bus for LocalBus {
         })
         .await
     }
+}
+
+/// One transaction for a whole batch: all messages are committed, or none.
+fn commit_batch(conn: &mut Connection, batch: &[Queued]) -> Result<Vec<i64>> {
+    let tx = immediate(conn)?;
+    let mut ids = Vec::with_capacity(batch.len());
+    for q in batch {
+        ids.push(insert_message(
+            &tx,
+            &q.topic,
+            &q.message.data,
+            &q.message.attributes,
+            q.message.ordering_key.as_deref(),
+            q.now,
+        )?);
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(ids)
 }
 
 /// Inserts a message and a pending delivery for each subscription of its

@@ -264,3 +264,39 @@ async fn publish_validates_and_normalizes() {
     assert_eq!(bus.messages("topic-a").unwrap()[0].ordering_key, None);
     bus.check().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_share_commits_and_none_is_lost() {
+    let (_d, bus) = bus();
+    bus.subscribe(sub("sub-1", "topic-a")).unwrap();
+    let publishes = (0..64).map(|i| {
+        let bus = bus.clone();
+        async move { bus.publish("topic-a", Message::new(format!("m{i}"))).await }
+    });
+    let ids: Vec<String> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 64, "every publish got its own id");
+    let stored = bus.messages("topic-a").unwrap();
+    assert_eq!(stored.len(), 64);
+    let mut bodies: Vec<String> = stored
+        .iter()
+        .map(|m| String::from_utf8(m.data.clone()).unwrap())
+        .collect();
+    bodies.sort();
+    let mut want: Vec<String> = (0..64).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(bodies, want);
+    // Each publisher got the id of its own message, not a batch-mate's.
+    let by_id: std::collections::BTreeMap<&str, &[u8]> = stored
+        .iter()
+        .map(|m| (m.id.as_str(), m.data.as_slice()))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(by_id[id.as_str()], format!("m{i}").as_bytes());
+    }
+    assert_eq!(bus.pending("sub-1").unwrap(), 64);
+}
