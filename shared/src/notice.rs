@@ -133,8 +133,12 @@ impl RotationNotice {
     /// Reads a notice from a message's data (attributes are a convenience
     /// copy; the data is authoritative).
     pub fn from_data(data: &[u8]) -> Result<Self> {
-        serde_json::from_slice(data)
-            .map_err(|e| Error::InvalidArgument(format!("not a rotation notice: {e}")))
+        // serde quotes the offending input verbatim; escape it so the error
+        // stays the one line the wire mapping promises.
+        serde_json::from_slice(data).map_err(|e| {
+            let shown: String = e.to_string().escape_debug().take(200).collect();
+            Error::InvalidArgument(format!("not a rotation notice: {shown}"))
+        })
     }
 }
 
@@ -158,5 +162,11 @@ mod tests {
         );
         assert!("exploded".parse::<NoticeEvent>().is_err());
         assert!(RotationNotice::from_data(b"{}").is_err());
+        let err = RotationNotice::from_data(
+            br#"{"secret":"s","event":"rotated\nALL CLEAR","rotation_id":"r","time":"2025-11-16T10:00:00Z"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n'), "{err}");
     }
 }

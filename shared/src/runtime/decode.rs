@@ -153,7 +153,7 @@ fn message_from_wire(
         .message_id_camel
         .or(m.message_id_snake)
         .filter(|s| !s.trim().is_empty())
-        .or(fallback_id)
+        .or(fallback_id.filter(|s| !s.trim().is_empty()))
         .ok_or_else(|| HandlerError::bad_request("message.messageId is missing"))?;
     let data = match m.data.as_deref() {
         Some(d) => decode_base64("message.data", d)?,
@@ -655,6 +655,13 @@ mod tests {
                     r#"{{"specversion":"1.0","type":"{MESSAGE_PUBLISHED}","id":"1","data":[1]}}"#
                 ),
                 "malformed CloudEvent data",
+            ),
+            // A blank event id cannot stand in for a missing messageId.
+            (
+                &format!(
+                    r#"{{"specversion":"1.0","type":"{MESSAGE_PUBLISHED}","id":" ","data":{{"message":{{"data":"aGk="}}}}}}"#
+                ),
+                "messageId is missing",
             ),
         ];
         for (body, want) in cases {

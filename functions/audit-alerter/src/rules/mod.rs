@@ -133,6 +133,23 @@ pub(crate) struct AlertParts<'a> {
     pub details: BTreeMap<String, String>,
 }
 
+/// Escapes control characters (newlines included), so a summary stays on
+/// one line in every sink.
+pub(crate) fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn make_alert(settings: &Settings, rule: Rule, p: AlertParts<'_>) -> Alert {
     let id = if p.insert_id.is_empty() {
         format!(
@@ -149,7 +166,9 @@ pub(crate) fn make_alert(settings: &Settings, rule: Rule, p: AlertParts<'_>) -> 
         id,
         rule,
         severity: settings.severity(rule),
-        summary: p.summary,
+        // One line whatever the entry held: principals and resource names
+        // come from the audited caller and may carry control characters.
+        summary: one_line(&p.summary),
         principal: p.principal.to_string(),
         resource: p.resource.to_string(),
         method: p.method.to_string(),
@@ -355,5 +374,19 @@ impl Engine {
             alert,
         });
         None
+    }
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    #[test]
+    fn summaries_never_span_lines() {
+        assert_eq!(super::one_line("plain text"), "plain text");
+        let s = super::one_line("read by evil@x\nALL CLEAR\r\t");
+        assert!(
+            !s.contains('\n') && !s.contains('\r') && !s.contains('\t'),
+            "{s}"
+        );
+        assert!(s.contains("ALL CLEAR"));
     }
 }
