@@ -115,7 +115,7 @@ impl std::fmt::Debug for GcpBus {
 impl GcpBus {
     /// Clients with Application Default Credentials.
     pub async fn new(project: &str) -> Result<Self> {
-        validate_project(project)?;
+        gax::validate_project(project)?;
         let base = BasePublisher::builder()
             .build()
             .await
@@ -162,7 +162,7 @@ impl GcpBus {
     }
 
     fn topic_name(&self, topic: &str) -> Result<String> {
-        validate_project(&self.project)?;
+        gax::validate_project(&self.project)?;
         validate_topic_id(topic)?;
         Ok(format!("projects/{}/topics/{topic}", self.project))
     }
@@ -214,21 +214,6 @@ fn publish_error(err: &PublishError, topic: &str) -> Error {
         }
         PublishError::Shutdown => Error::Unavailable(format!("{topic}: the publisher shut down")),
         other => Error::Internal(format!("{topic}: {other}")),
-    }
-}
-
-fn validate_project(project: &str) -> Result<()> {
-    let ok = !project.is_empty()
-        && project.len() <= 100
-        && project
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{project:?} is not a project id"
-        )))
     }
 }
 

@@ -126,6 +126,22 @@ pub(crate) fn duration(d: &google_cloud_wkt::Duration) -> Option<std::time::Dura
     std::time::Duration::try_from(*d).ok()
 }
 
+/// A project id or number, checked before it goes into a resource name.
+pub(crate) fn validate_project(project: &str) -> crate::Result<()> {
+    let ok = !project.is_empty()
+        && project.len() <= 100
+        && project
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(format!(
+            "{project:?} is not a project id"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ impl std::fmt::Debug for GcpSecretStore {
 impl GcpSecretStore {
     /// A client with Application Default Credentials.
     pub async fn new(project: &str) -> Result<Self> {
-        validate_project(project)?;
+        gax::validate_project(project)?;
         gax::refuse_payload_logging("Secret Manager client")?;
         let client = SecretManagerService::builder()
             .build()
@@ -403,21 +403,6 @@ impl SecretStore for GcpSecretStore {
 pub(crate) fn zeroize_bytes(b: bytes::Bytes) {
     if let Ok(mut m) = b.try_into_mut() {
         zeroize::Zeroize::zeroize(m.as_mut());
-    }
-}
-
-fn validate_project(project: &str) -> Result<()> {
-    let ok = !project.is_empty()
-        && project.len() <= 100
-        && project
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{project:?} is not a project id"
-        )))
     }
 }
 
