@@ -25,6 +25,7 @@ const CHILD_PUSH: &str = "PATCHPANDA_E2E_CHILD_PUSH";
 /// Not a test on its own: the child process of `no_accepted_delivery_is_lost_across_kill_9`
 /// runs the stack here until it is killed.
 #[tokio::test]
+#[ignore = "the child process of no_accepted_delivery_is_lost_across_kill_9"]
 async fn child_stack_process() {
     let (Ok(home), Ok(port), Ok(push)) = (
         std::env::var(CHILD_HOME),
@@ -53,6 +54,7 @@ fn spawn_child(home: &std::path::Path, port: u16, push: &str) -> Child {
         .args([
             "child_stack_process",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
