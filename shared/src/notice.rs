@@ -25,6 +25,10 @@ pub enum NoticeEvent {
     Destroyed,
     Promoted,
     Due,
+    /// An operator announces a planned change (a key upload) before making
+    /// it: the alerter files changes by that principal to that secret until
+    /// `until` as announced, if the principal is a listed operator.
+    Announced,
 }
 
 impl NoticeEvent {
@@ -38,6 +42,7 @@ impl NoticeEvent {
             NoticeEvent::Destroyed => "destroyed",
             NoticeEvent::Promoted => "promoted",
             NoticeEvent::Due => "due",
+            NoticeEvent::Announced => "announced",
         }
     }
 
@@ -92,6 +97,9 @@ pub struct RotationNotice {
     /// A line for people: why it failed, what the operator must do next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For `announced`: until when the announced change is expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
     pub time: DateTime<Utc>,
 }
 
@@ -107,6 +115,7 @@ impl RotationNotice {
             grace_until: None,
             principal: None,
             detail: None,
+            until: None,
             time: Utc::now(),
         }
     }

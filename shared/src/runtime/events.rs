@@ -65,3 +65,88 @@ impl SchedulerJob {
         }
     }
 }
+
+impl HttpRequest {
+    /// The body as JSON of type `T`; see [`crate::runtime::json_body`].
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::runtime::HandlerError> {
+        crate::runtime::json_body(
+            &self.body,
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("body"),
+        )
+    }
+}
+
+impl PushMessage {
+    /// The message data as JSON of type `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::runtime::HandlerError> {
+        crate::runtime::json_body(
+            &self.data,
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("message"),
+        )
+    }
+}
+
+impl SchedulerJob {
+    /// The body as JSON of type `T`; an empty body reads as `{}` (Cloud
+    /// Scheduler jobs and the CLI may send none).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::runtime::HandlerError> {
+        let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.body
+        };
+        crate::runtime::json_body(
+            body,
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("body"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Body {
+        name: String,
+    }
+
+    fn job(body: &'static str) -> SchedulerJob {
+        SchedulerJob {
+            job_name: None,
+            schedule_time: None,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn typed_bodies_parse_and_refuse_with_a_400_that_does_not_echo_the_body() {
+        let ok: Body = job(r#"{"name":"webhook-secret"}"#).json().unwrap();
+        assert_eq!(ok.name, "webhook-secret");
+        let err = job(r#"{"nome":"s3cr3t"}"#).json::<Body>().unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        assert!(!err.message().contains("s3cr3t"), "{}", err.message());
+        assert!(err.message().contains("Body"), "{}", err.message());
+    }
+
+    #[test]
+    fn an_empty_scheduler_body_reads_as_an_empty_object() {
+        #[derive(serde::Deserialize, Default)]
+        struct Opt {
+            #[serde(default)]
+            force: bool,
+        }
+        let o: Opt = job("").json().unwrap();
+        assert!(!o.force);
+    }
+}

@@ -88,3 +88,36 @@ where
 {
     BoxCloneSyncService::new(tower::service_fn(f))
 }
+
+/// Wraps a method of a shared service as a [`Handler`]: the `Arc` is cloned
+/// per call here, so handlers don't clone it by hand.
+///
+/// ```ignore
+/// app.http(Method::POST, ROUTE_WEBHOOK, handler_with(ingest, |s, inv| async move { s.webhook(inv.event).await }))
+/// ```
+pub fn handler_with<S, E, F, Fut>(state: std::sync::Arc<S>, method: F) -> Handler<E>
+where
+    S: Send + Sync + ?Sized + 'static,
+    E: Send + 'static,
+    F: Fn(std::sync::Arc<S>, Invocation<E>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
+{
+    handler_fn(move |inv: Invocation<E>| method(state.clone(), inv))
+}
+
+/// Parses a JSON body into `T`; a body that does not parse is a permanent
+/// 400 naming what was expected (never the body itself: it may hold a
+/// secret or an attacker's text).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, HandlerError> {
+    serde_json::from_slice(body).map_err(|e| {
+        HandlerError::bad_request(format!(
+            "body is not a valid {what} (line {}, column {}: {:?})",
+            e.line(),
+            e.column(),
+            e.classify()
+        ))
+    })
+}
