@@ -1,7 +1,9 @@
-# Cloud Audit Logs about this deployment's secrets, key and identities,
-# routed to patchpanda-audit-logs (pushed to audit-alerter /events/audit-log),
-# and the Data Access audit config that makes secret reads and key use
-# visible at all (off by default).
+# Cloud Audit Logs about this deployment's secrets, key, identities and its
+# own plumbing (services, topics, subscriptions, jobs, this sink, the
+# project's audit config), plus webhook-ingest's signature rejections,
+# routed to patchpanda-audit-logs (pushed to audit-alerter
+# /events/audit-log); and the Data Access audit config that makes secret
+# reads, key use and token minting visible at all (off by default).
 
 locals {
   watched_secret_ids = [for s in local.app_secrets : "${local.secret_prefix}${s}"]
@@ -16,25 +18,74 @@ locals {
 
   # Secret Manager entries often name the project by number, KMS by id, IAM
   # by account unique id or email: match the stable tail of each resource
-  # name, whatever the project form (`:` is the substring operator).
-  secret_clause = join(" OR ", [for id in local.watched_secret_ids : "protoPayload.resourceName:\"/secrets/${id}\""])
+  # name, whatever the project form (`:` is the substring operator). Secret
+  # Manager's v1, v1beta1 and v1beta2 methods all log serviceName
+  # secretmanager.googleapis.com and the same resource names, so the
+  # service + resource clauses cover every API version; audit-alerter tells
+  # the methods apart by their last segment.
+  secret_clause = join(" OR ", concat(
+    [for id in local.watched_secret_ids : "protoPayload.resourceName:\"/secrets/${id}\""],
+    # CreateSecret's resource is the project; the new id is in the request.
+    [for id in local.watched_secret_ids : "protoPayload.request.secretId=\"${id}\""],
+  ))
   account_clause = join(" OR ", concat(
     [for e in local.watched_accounts : "protoPayload.resourceName:\"${e}\""],
     [for u in local.watched_account_ids : "protoPayload.resourceName:\"${u}\""],
     [for e in local.watched_accounts : "protoPayload.request.name:\"${e}\""],
+    # The custom roles the gateway's grants use: a permission added to one
+    # widens every grant of it.
+    ["protoPayload.resourceName:\"/roles/patchpanda\""],
+  ))
+  # Anything a gateway account does with a user-managed key (the gateway
+  # uses none), whatever it touches.
+  key_clause = join(" OR ", [for e in local.watched_accounts : "protoPayload.authenticationInfo.principalEmail=\"${e}\""])
+  # The gateway's Cloud Run services: v2 names them
+  # projects/P/locations/R/services/NAME, v1 namespaces/P/services/NAME;
+  # revisions are named NAME-NNNNN-xyz.
+  run_clause = join(" OR ", concat(
+    [for n in values(local.service_names) : "protoPayload.resourceName:\"/services/${n}\""],
+    [for n in values(local.service_names) : "protoPayload.resourceName:\"/revisions/${n}-\""],
   ))
 
+  # Cloud Logging's query language binds OR tighter than AND: every clause
+  # below is parenthesised on purpose.
   audit_filter = join("\n", [
+    "(",
     "logName:\"cloudaudit.googleapis.com\"",
     "AND (",
     "  (protoPayload.serviceName=\"secretmanager.googleapis.com\" AND (${local.secret_clause}))",
-    # The secrets key, everything; the Pub/Sub key only for admin changes,
-    # since Pub/Sub's per-message Encrypt/Decrypt would flood the alerter.
-    "  OR (protoPayload.serviceName=\"cloudkms.googleapis.com\" AND protoPayload.resourceName:\"/keyRings/${local.kms_key_ring_name}\" AND NOT (protoPayload.resourceName:\"/cryptoKeys/${google_kms_crypto_key.pubsub.name}\" AND logName:\"data_access\"))",
+    # The secrets key, everything (import, update, Encrypt/Decrypt by anyone,
+    # version changes). The Pub/Sub key likewise, except the Pub/Sub service
+    # agent's own per-message Encrypt/Decrypt, which would flood the alerter.
+    "  OR (protoPayload.serviceName=\"cloudkms.googleapis.com\" AND protoPayload.resourceName:\"/keyRings/${local.kms_key_ring_name}\" AND NOT (protoPayload.resourceName:\"/cryptoKeys/${google_kms_crypto_key.pubsub.name}\" AND logName:\"data_access\" AND protoPayload.authenticationInfo.principalEmail=\"${google_project_service_identity.pubsub.email}\"))",
     "  OR ((protoPayload.serviceName=\"iam.googleapis.com\" OR protoPayload.serviceName=\"iamcredentials.googleapis.com\") AND (${local.account_clause}))",
-    # Watch the watcher: project IAM/audit-config changes and this sink.
-    "  OR (protoPayload.serviceName=\"cloudresourcemanager.googleapis.com\" AND protoPayload.methodName=\"SetIamPolicy\")",
+    "  OR (protoPayload.authenticationInfo.serviceAccountKeyName:* AND (${local.key_clause}))",
+    # Watch the watcher. Project IAM policy changes (grants, and auditConfigs:
+    # Data Access logging turned off), all of them: a project-level grant
+    # reaches the gateway's secrets and key too.
+    "  OR (protoPayload.serviceName=\"cloudresourcemanager.googleapis.com\" AND protoPayload.methodName:\"SetIamPolicy\")",
+    # This sink (google.logging.v2.ConfigServiceV2.UpdateSink/DeleteSink...).
     "  OR (protoPayload.serviceName=\"logging.googleapis.com\" AND protoPayload.resourceName:\"/sinks/patchpanda-audit-logs\")",
+    # Changes only (Admin Activity): Cloud Run services and revisions (a new
+    # revision can change the env that configures the rules), the gateway's
+    # topics and subscriptions (push endpoint, seek, detach, delete, IAM),
+    # and its Cloud Scheduler jobs (the alerter's tick). Never Pub/Sub Data
+    # Access: the sink's own publishes would come back as entries.
+    "  OR (logName:\"cloudaudit.googleapis.com%2Factivity\" AND (",
+    "    (protoPayload.serviceName=\"run.googleapis.com\" AND (${local.run_clause}))",
+    "    OR (protoPayload.serviceName=\"pubsub.googleapis.com\" AND (protoPayload.resourceName:\"/subscriptions/patchpanda-\" OR protoPayload.resourceName:\"/topics/patchpanda-\"))",
+    "    OR (protoPayload.serviceName=\"cloudscheduler.googleapis.com\" AND protoPayload.resourceName:\"/jobs/patchpanda-\")",
+    "  ))",
+    ")",
+    ")",
+    # webhook-ingest's rejected signatures (application log lines, not audit
+    # entries): tracing-stackdriver writes the fields into jsonPayload in
+    # camelCase (event, reason, delivery, remoteIp).
+    "OR (",
+    "resource.type=\"cloud_run_revision\"",
+    "AND resource.labels.service_name=\"${local.service_names["webhook-ingest"]}\"",
+    "AND (logName:\"run.googleapis.com%2Fstdout\" OR logName:\"run.googleapis.com%2Fstderr\")",
+    "AND jsonPayload.event=\"signature_rejected\"",
     ")",
   ])
 }
@@ -42,7 +93,7 @@ locals {
 resource "google_logging_project_sink" "audit" {
   project     = var.project
   name        = "patchpanda-audit-logs"
-  description = "Audit logs of PatchPanda's secrets, KMS key and service accounts, for audit-alerter."
+  description = "Audit logs of PatchPanda's secrets, KMS keys, service accounts and plumbing, and webhook-ingest's signature rejections, for audit-alerter."
   destination = "pubsub.googleapis.com/${google_pubsub_topic.main["audit-logs"].id}"
   filter      = local.audit_filter
   # Its own writer identity, granted publish on this one topic only.

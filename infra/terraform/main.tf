@@ -57,6 +57,9 @@ resource "google_project_service" "apis" {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
+    # Cloud Monitoring: notification channels, alert policies, the uptime
+    # check and the dashboard (monitoring_*.tf, notifications.tf).
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",

@@ -1,7 +1,8 @@
 # Topics and subscriptions (DESIGN.md, "Local wiring (mirrors infra/)").
-# Every subscription dead-letters after 5 attempts (as the local bus does) to
-# a per-topic dead-letter topic, and every dead-letter topic has a pull
-# subscription, so nothing dead-lettered is dropped.
+# Every push subscription dead-letters after 5 attempts (as the local bus
+# does; the audit-log feed after 100, see below), the pull subscriptions
+# after 10, to a per-topic dead-letter topic, and every dead-letter topic
+# has a pull subscription, so nothing dead-lettered is dropped.
 
 locals {
   topics = {
@@ -15,11 +16,19 @@ locals {
   # Push request timeout = ack deadline, so each deadline covers the
   # handler's worst case: a rotation step calls GitHub and Secret Manager
   # several times; the others are quick.
+  #
+  # max_attempts: 5 (Pub/Sub's minimum) everywhere but the audit-log feed.
+  # audit-alerter acknowledges an audit entry only once a paging sink took
+  # every alert it raised, and nacks (503) a change it holds while waiting
+  # for a late rotation notice; with backoff capped at 600 s, 100 attempts
+  # (Pub/Sub's maximum) keep an entry alive through roughly 16 hours of a
+  # Slack/PagerDuty outage before it is dead-lettered (and the dead-letter
+  # alert policy pages through Cloud Monitoring instead).
   push_subscriptions = {
-    "rotation-events-webhook-ingest" = { topic = "rotation-events", service = "webhook-ingest", path = "/events/rotation", ack_deadline = 30 }
-    "rotation-events-audit-alerter"  = { topic = "rotation-events", service = "audit-alerter", path = "/events/rotation", ack_deadline = 30 }
-    "audit-logs-audit-alerter"       = { topic = "audit-logs", service = "audit-alerter", path = "/events/audit-log", ack_deadline = 60 }
-    "secret-events-rotation-worker"  = { topic = "secret-events", service = "rotation-worker", path = "/events/secret-manager", ack_deadline = 600 }
+    "rotation-events-webhook-ingest" = { topic = "rotation-events", service = "webhook-ingest", path = "/events/rotation", ack_deadline = 30, max_attempts = 5 }
+    "rotation-events-audit-alerter"  = { topic = "rotation-events", service = "audit-alerter", path = "/events/rotation", ack_deadline = 30, max_attempts = 5 }
+    "audit-logs-audit-alerter"       = { topic = "audit-logs", service = "audit-alerter", path = "/events/audit-log", ack_deadline = 60, max_attempts = 100 }
+    "secret-events-rotation-worker"  = { topic = "secret-events", service = "rotation-worker", path = "/events/secret-manager", ack_deadline = 600, max_attempts = 5 }
   }
 
   # Nothing in this deployment consumes these two; the App's own workers and
@@ -100,6 +109,8 @@ resource "google_pubsub_subscription" "push" {
     }
   }
 
+  # Exponential backoff between redeliveries of a nacked message, from 10 s
+  # up to Pub/Sub's ceiling of 600 s.
   retry_policy {
     minimum_backoff = "10s"
     maximum_backoff = "600s"
@@ -107,7 +118,7 @@ resource "google_pubsub_subscription" "push" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letter[each.value.topic].id
-    max_delivery_attempts = 5
+    max_delivery_attempts = each.value.max_attempts
   }
 
   expiration_policy {

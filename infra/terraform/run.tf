@@ -59,19 +59,49 @@ locals {
     }
     "audit-alerter" = {
       ingress = var.private_ingress
-      min     = 0
+      # One warm instance keeps the in-memory rotation windows, dedup and
+      # spike counters across quiet spells (Cloud Run may still replace it;
+      # held changes and undelivered alerts survive that because the alerter
+      # nacks them and Pub/Sub redelivers). Timers do not depend on it:
+      # Cloud Scheduler calls POST /tasks/tick every minute (scheduler.tf),
+      # so CPU is only needed inside requests and request-based billing
+      # (cpu_idle) stays.
+      min = var.alerter_min_instances
       # One instance: dedup, rotation windows and spike counters live in
       # memory, so a rotation notice pushed to one instance must cover the
       # audit entries pushed to it; a second instance would page falsely.
       max         = 1
       concurrency = 40
-      timeout     = "120s"
+      # = the audit-logs subscription's ack deadline (pubsub.tf): Pub/Sub
+      # counts a push answered later as a nack anyway, and a stuck paging
+      # sink should turn into a 503 and a backed-off redelivery, not a
+      # request held open.
+      timeout = "60s"
       env = {
-        PATCHPANDA_ALERT_WEBHOOK_URL = var.alert_webhook_url
+        # Operators whose announced changes (`patchpanda secrets add`
+        # publishes an `announced` notice first) are filed as announced
+        # rather than paged; anyone else still pages.
+        PATCHPANDA_OPERATOR_PRINCIPALS = join(",", local.operator_emails)
+        PATCHPANDA_ALERT_WEBHOOK_URL   = var.alert_webhook_url
         # The deployment's own accounts (emails and unique ids, as audit
         # entries name them either way), whose keys and tokens it watches.
         PATCHPANDA_GATEWAY_SERVICE_ACCOUNTS = join(",", concat(local.watched_accounts, local.watched_account_ids))
       }
+    }
+  }
+}
+
+locals {
+  # What each service is told about itself: its push/scheduler audience, its
+  # identity on gcp (the runtime service account: rotation notices, audit
+  # entries and the alerter's allowlists all name this email), and the
+  # runtime's request timeout, equal to Cloud Run's so neither cuts a
+  # request the other still allows.
+  own_env = {
+    for f, s in local.services : f => {
+      PATCHPANDA_PUSH_AUDIENCE   = local.audiences[f]
+      PATCHPANDA_PRINCIPAL       = google_service_account.fn[f].email
+      PATCHPANDA_REQUEST_TIMEOUT = s.timeout
     }
   }
 }
@@ -121,7 +151,7 @@ resource "google_cloud_run_v2_service" "fn" {
         # Empty values are left out: the functions treat unset and empty
         # alike, and Cloud Run would show an empty value as a perpetual diff.
         for_each = {
-          for k, v in merge(local.common_env, each.value.env, { PATCHPANDA_PUSH_AUDIENCE = local.audiences[each.key] }) : k => v if v != ""
+          for k, v in merge(local.common_env, each.value.env, local.own_env[each.key]) : k => v if v != ""
         }
         content {
           name  = env.key
@@ -212,10 +242,11 @@ resource "google_cloud_run_v2_service_iam_member" "ingest_public" {
 
 locals {
   # Who may invoke the private services: Pub/Sub push (both), Cloud Scheduler
-  # (rotation-worker's jobs) and the listed operators (both).
+  # (rotation-worker's jobs and audit-alerter's tick) and the listed
+  # operators (both).
   private_invokers = merge(
     { for s in ["rotation-worker", "audit-alerter"] : "${s}/push" => { service = s, member = "serviceAccount:${google_service_account.push.email}" } },
-    { "rotation-worker/scheduler" = { service = "rotation-worker", member = "serviceAccount:${google_service_account.scheduler.email}" } },
+    { for s in ["rotation-worker", "audit-alerter"] : "${s}/scheduler" => { service = s, member = "serviceAccount:${google_service_account.scheduler.email}" } },
     { for pair in setproduct(["rotation-worker", "audit-alerter"], var.operator_members) : "${pair[0]}/${pair[1]}" => { service = pair[0], member = pair[1] } },
   )
 }

@@ -1,9 +1,19 @@
 # Cloud Scheduler jobs (DESIGN.md: redelivery sweep every 10 min when a
-# GitHub App is configured, /tasks/finish hourly, rotation due-check daily;
-# plus optional forced rotations, POST /rotate, on a cron of your choice).
-# Each call carries an OIDC token of the scheduler account with the service's
-# audience (local.audiences); delivery is at-least-once and the handlers key
-# their idempotency on X-CloudScheduler-JobName + ScheduleTime.
+# GitHub App is configured, /tasks/finish hourly, rotation due-check daily,
+# audit-alerter's tick every minute; plus optional forced rotations, POST
+# /rotate, on a cron of your choice). Each call carries an OIDC token of the
+# scheduler account with the service's audience (local.audiences).
+#
+# Delivery is at least once, and a retried or duplicated call is simply run
+# again: no handler deduplicates on X-CloudScheduler-JobName/ScheduleTime
+# durably. Only rotation-worker's /tasks/finish remembers, in memory and per
+# instance, the last runs it answered by those headers and replays their
+# report. What a repeat does instead: the sweep asks GitHub again for
+# deliveries still failed (webhook-ingest drops a redelivered duplicate by
+# its delivery id); finish and tick find nothing left to do; due-check
+# repeats its `due` notices; a repeated /rotate is refused (409) while the
+# first rotation holds the secret's lease, and after it ended rotates once
+# more: an extra rotation, not a broken one.
 
 locals {
   all_scheduler_jobs = merge(
@@ -28,6 +38,24 @@ locals {
         body        = null
         retries     = 3
         deadline    = "600s"
+      }
+    },
+    {
+      # audit-alerter's timers on Cloud Run (contract: POST /tasks/tick runs
+      # what its background ticker does locally): release held changes
+      # whose wait for a rotation notice is over, check that Data Access
+      # entries still arrive, expire rotation windows. An instance with
+      # request-based CPU gets no CPU between requests, so this call is
+      # what makes those happen on time.
+      "tick" = {
+        description = "audit-alerter timers: held changes, Data Access silence check, window expiry."
+        schedule    = "* * * * *"
+        service     = "audit-alerter"
+        path        = "/tasks/tick"
+        body        = null
+        # The next tick is a minute away; a retry would only overlap it.
+        retries  = 0
+        deadline = "60s"
       }
     },
     {

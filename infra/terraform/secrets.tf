@@ -33,6 +33,15 @@ resource "google_secret_manager_secret" "app" {
     next_rotation_time = timeadd(plantimestamp(), var.secret_rotation_periods[each.key])
   }
 
+  # Delayed destruction: DestroySecretVersion (by rotation-worker's finish
+  # after retention, by `patchpanda secrets destroy`, or by an attacker)
+  # only disables the version and schedules its destruction this far out;
+  # until then enabling (or disabling) it cancels the destruction
+  # (docs/runbook.md). Deleting the whole secret is not delayed: that is
+  # what audit-alerter's DeleteSecret alert and IAM (no delete permission
+  # in any gateway role) are for.
+  version_destroy_ttl = var.secret_version_destroy_ttl
+
   lifecycle {
     # Secret Manager moves next_rotation_time forward by itself at each
     # rotation notice, and the rotation-worker owns the aliases

@@ -71,6 +71,17 @@ variable "webhook_min_instances" {
   default     = 1
 }
 
+variable "alerter_min_instances" {
+  description = "Warm instances of audit-alerter (its maximum is 1). 1 keeps its in-memory rotation windows, dedup and spike counters through quiet spells; its timers run from the every-minute Cloud Scheduler tick either way, and undelivered alerts and held changes survive a restart because they are nacked back to Pub/Sub. 0 saves the idle instance."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([0, 1], var.alerter_min_instances)
+    error_message = "alerter_min_instances must be 0 or 1 (audit-alerter runs at most one instance)."
+  }
+}
+
 variable "max_instances" {
   description = "Upper bound of instances for webhook-ingest and audit-alerter."
   type        = number
@@ -211,9 +222,9 @@ variable "github_events_push_endpoints" {
 }
 
 variable "enable_iam_data_access_logs" {
-  description = "Also turn on Data Access logs for iam.googleapis.com, which is the only way to log token minting (iamcredentials GenerateAccessToken / SignJwt). Off by default: project-wide IAM data access logs are voluminous, and the audit config is authoritative for the service."
+  description = "Data Access logs for iam.googleapis.com: the only way token minting for the gateway's accounts (iamcredentials GenerateAccessToken / GenerateIdToken / SignJwt / SignBlob) is logged at all, so audit-alerter's token-minted rule is blind without it. On by default; turn off only if another owner enables it (the audit config is authoritative per service, docs/deploy.md) or the project's IAM Data Access volume is unaffordable, knowing that impersonation by token minting then goes unseen."
   type        = bool
-  default     = false
+  default     = true
 }
 
 # ---------------------------------------------------------------- alert sinks
@@ -253,5 +264,89 @@ variable "alert_webhook_url" {
   validation {
     condition     = var.alert_webhook_url == "" || startswith(var.alert_webhook_url, "https://")
     error_message = "alert_webhook_url must be an https:// URL."
+  }
+}
+
+# ---------------------------------------------------------------- secrets
+
+variable "secret_version_destroy_ttl" {
+  description = "Delayed destruction of the App's secret versions (Secret Manager version_destroy_ttl), in seconds like \"604800s\": a destroyed version is disabled and scheduled, and can be recovered (`patchpanda secrets enable NAME VERSION`) until this has passed. At least a day."
+  type        = string
+  default     = "604800s" # 7 days
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.secret_version_destroy_ttl)) && try(tonumber(trimsuffix(var.secret_version_destroy_ttl, "s")) >= 86400, false)
+    error_message = "secret_version_destroy_ttl is a number of seconds like \"604800s\", at least 86400s (one day): shorter leaves no time to notice a destroyed version and recover it."
+  }
+}
+
+# ---------------------------------------------------------------- Cloud Monitoring
+
+variable "notification_email" {
+  description = "Email address Cloud Monitoring sends every alert policy's incidents to (required). Policies also go to the optional PagerDuty and Slack channels below."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.notification_email))
+    error_message = "notification_email must be set to the on-call email address Cloud Monitoring notifies (e.g. oncall@example.com)."
+  }
+}
+
+variable "monitoring_pagerduty_service_key" {
+  description = "Integration key of a PagerDuty service with the Google Cloud Monitoring integration. Empty = no PagerDuty channel. Unlike the alerter's sink credentials, Cloud Monitoring keeps it as a sensitive channel label, which is in Terraform state: protect the state."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "monitoring_slack_channel" {
+  description = "Slack channel for Cloud Monitoring incidents, e.g. #patchpanda-oncall. Empty = no Slack channel. Needs monitoring_slack_auth_token."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.monitoring_slack_channel == "" || startswith(var.monitoring_slack_channel, "#")
+    error_message = "monitoring_slack_channel is a channel name starting with # (e.g. #patchpanda-oncall), or empty."
+  }
+}
+
+variable "monitoring_slack_auth_token" {
+  description = "OAuth token of the Slack app that posts Cloud Monitoring incidents (xoxb-...), required with monitoring_slack_channel. Kept as a sensitive channel label, which is in Terraform state."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "webhook_5xx_ratio" {
+  description = "Alert when more than this fraction of webhook-ingest's answers are 5xx over 5 minutes (GitHub does not retry on its own; the sweeper redelivers)."
+  type        = number
+  default     = 0.05
+}
+
+variable "webhook_p99_latency_ms" {
+  description = "Alert when webhook-ingest's p99 /webhook latency stays above this (ms) for 5 minutes; GitHub gives up on a delivery after 10 s."
+  type        = number
+  default     = 8000
+
+  validation {
+    condition     = var.webhook_p99_latency_ms > 0 && var.webhook_p99_latency_ms < 10000
+    error_message = "webhook_p99_latency_ms must be between 0 and 10000: GitHub's delivery timeout is 10 s."
+  }
+}
+
+variable "secret_read_spike" {
+  description = "Alert when one secret's value is read more than this many times in 10 minutes (any principal). The functions read at start and on refresh, so a handful is normal."
+  type        = number
+  default     = 50
+}
+
+variable "audit_feed_max_silence" {
+  description = "Alert when patchpanda-audit-logs receives nothing for this long (seconds, like \"10800s\"): the sink, its filter or Data Access logging is broken. rotation-worker's hourly /tasks/finish reads every secret's metadata, which is logged, so hours of silence are never normal."
+  type        = string
+  default     = "10800s" # 3 hours
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.audit_feed_max_silence)) && try(tonumber(trimsuffix(var.audit_feed_max_silence, "s")) >= 3600 && tonumber(trimsuffix(var.audit_feed_max_silence, "s")) <= 84600 && tonumber(trimsuffix(var.audit_feed_max_silence, "s")) % 60 == 0, false)
+    error_message = "audit_feed_max_silence is a whole number of minutes in seconds between 3600s and 84600s (Cloud Monitoring's longest absence window, 23.5 h), like \"10800s\"."
   }
 }
