@@ -88,7 +88,7 @@ resource "google_monitoring_alert_policy" "push_backlog" {
   conditions {
     display_name = "oldest unacked message older than 15 min"
     condition_threshold {
-      filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=one_of(${join(",", [for k, s in google_pubsub_subscription.push : "\"${s.name}\"" if k != "audit-logs-audit-alerter"])})"
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\"${join("|", [for k, s in google_pubsub_subscription.push : s.name if k != "audit-logs-audit-alerter"])}\")"
       comparison      = "COMPARISON_GT"
       threshold_value = 900
       duration        = "300s"
@@ -339,7 +339,7 @@ resource "google_monitoring_alert_policy" "rotation_failed" {
   conditions {
     display_name = "failed or rolled_back rotation notice"
     condition_threshold {
-      filter          = "metric.type=\"${local.log_metric.rotation_notices}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.event=one_of(\"failed\",\"rolled_back\")"
+      filter          = "metric.type=\"${local.log_metric.rotation_notices}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.event=monitoring.regex.full_match(\"failed|rolled_back\")"
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"

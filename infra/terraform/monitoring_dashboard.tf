@@ -4,9 +4,11 @@
 # each panel means and what to run when it looks wrong.
 
 locals {
-  fn_services = join(",", [for n in values(local.service_names) : "\"${n}\""])
-  dlq_subs    = join(",", [for s in google_pubsub_subscription.dead_letter : "\"${s.name}\""])
-  push_subs   = join(",", [for s in google_pubsub_subscription.push : "\"${s.name}\""])
+  # Alternations for monitoring.regex.full_match (names hold no regex
+  # metacharacters).
+  fn_services = join("|", values(local.service_names))
+  dlq_subs    = join("|", [for s in google_pubsub_subscription.dead_letter : s.name])
+  push_subs   = join("|", [for s in google_pubsub_subscription.push : s.name])
 
   # Each panel: a title, a y-axis label and its data sets. Every data set
   # has the same keys so the dashboard below can be built in one loop.
@@ -77,7 +79,7 @@ locals {
       title = "Dead-letter backlog (messages in each -dlq-pull; should be 0)"
       y     = "messages"
       sets = [{
-        filter = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=one_of(${local.dlq_subs})"
+        filter = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\"${local.dlq_subs}\")"
         period = "60s", aligner = "ALIGN_MAX", reducer = "REDUCE_SUM", group_by = ["resource.label.subscription_id"], plot = "LINE"
       }]
     },
@@ -85,7 +87,7 @@ locals {
       title = "Push subscriptions: oldest unacknowledged message (audit-log feed: alerts not yet delivered)"
       y     = "seconds"
       sets = [{
-        filter = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=one_of(${local.push_subs})"
+        filter = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\"${local.push_subs}\")"
         period = "60s", aligner = "ALIGN_MAX", reducer = "REDUCE_MAX", group_by = ["resource.label.subscription_id"], plot = "LINE"
       }]
     },
@@ -93,7 +95,7 @@ locals {
       title = "Requests by function and status class"
       y     = "requests / min"
       sets = [{
-        filter = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=one_of(${local.fn_services})"
+        filter = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=monitoring.regex.full_match(\"${local.fn_services}\")"
         period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_SUM", group_by = ["resource.label.service_name", "metric.label.response_code_class"], plot = "LINE"
       }]
     },
@@ -101,7 +103,7 @@ locals {
       title = "Instances per function (active and idle)"
       y     = "instances"
       sets = [{
-        filter = "metric.type=\"run.googleapis.com/container/instance_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=one_of(${local.fn_services})"
+        filter = "metric.type=\"run.googleapis.com/container/instance_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=monitoring.regex.full_match(\"${local.fn_services}\")"
         period = "60s", aligner = "ALIGN_MAX", reducer = "REDUCE_SUM", group_by = ["resource.label.service_name", "metric.label.state"], plot = "LINE"
       }]
     },
@@ -109,7 +111,7 @@ locals {
       title = "Memory utilisation per function (p99 of the 512 MiB limit)"
       y     = "fraction of limit"
       sets = [{
-        filter = "metric.type=\"run.googleapis.com/container/memory/utilizations\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=one_of(${local.fn_services})"
+        filter = "metric.type=\"run.googleapis.com/container/memory/utilizations\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=monitoring.regex.full_match(\"${local.fn_services}\")"
         period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_PERCENTILE_99", group_by = ["resource.label.service_name"], plot = "LINE"
       }]
     },
