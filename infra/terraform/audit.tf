@@ -42,6 +42,7 @@ locals {
   # The gateway's Cloud Run services: v2 names them
   # projects/P/locations/R/services/NAME, v1 namespaces/P/services/NAME;
   # revisions are named NAME-NNNNN-xyz.
+  pubsub_clause = "protoPayload.resourceName:\"/subscriptions/patchpanda-\" OR protoPayload.resourceName:\"/topics/patchpanda-\""
   run_clause = join(" OR ", concat(
     [for n in values(local.service_names) : "protoPayload.resourceName:\"/services/${n}\""],
     [for n in values(local.service_names) : "protoPayload.resourceName:\"/revisions/${n}-\""],
@@ -68,14 +69,17 @@ locals {
     "  OR (protoPayload.serviceName=\"logging.googleapis.com\" AND protoPayload.resourceName:\"/sinks/patchpanda-audit-logs\")",
     # Changes only (Admin Activity): Cloud Run services and revisions (a new
     # revision can change the env that configures the rules), the gateway's
-    # topics and subscriptions (push endpoint, seek, detach, delete, IAM),
-    # and its Cloud Scheduler jobs (the alerter's tick). Never Pub/Sub Data
-    # Access: the sink's own publishes would come back as entries.
+    # topics and subscriptions (push endpoint, detach, delete, IAM), and its
+    # Cloud Scheduler jobs (the alerter's tick).
     "  OR (logName:\"cloudaudit.googleapis.com%2Factivity\" AND (",
     "    (protoPayload.serviceName=\"run.googleapis.com\" AND (${local.run_clause}))",
-    "    OR (protoPayload.serviceName=\"pubsub.googleapis.com\" AND (protoPayload.resourceName:\"/subscriptions/patchpanda-\" OR protoPayload.resourceName:\"/topics/patchpanda-\"))",
+    "    OR (protoPayload.serviceName=\"pubsub.googleapis.com\" AND (${local.pubsub_clause}))",
     "    OR (protoPayload.serviceName=\"cloudscheduler.googleapis.com\" AND protoPayload.resourceName:\"/jobs/patchpanda-\")",
     "  ))",
+    # Seek is ADMIN_READ (a Data Access entry, see the pubsub audit config
+    # below), yet seeking a subscription forward acknowledges everything
+    # before that time: on the audit feed it silently drops entries.
+    "  OR (protoPayload.serviceName=\"pubsub.googleapis.com\" AND protoPayload.methodName:\"Seek\" AND (${local.pubsub_clause}))",
     ")",
     ")",
     # webhook-ingest's rejected signatures (application log lines, not audit
@@ -166,5 +170,20 @@ resource "google_project_iam_audit_config" "iam" {
   }
   audit_log_config {
     log_type = "DATA_WRITE"
+  }
+}
+
+# Pub/Sub writes no Data Access entries for Publish, Pull or Acknowledge, so
+# its Data Access config costs little: ADMIN_READ logs reads of topic and
+# subscription metadata and, the reason it is here, Seek, which can skip a
+# subscription's backlog (the sink forwards Seek on the gateway's
+# subscriptions). Authoritative for pubsub.googleapis.com like the others.
+resource "google_project_iam_audit_config" "pubsub" {
+  count   = var.enable_pubsub_admin_read_logs ? 1 : 0
+  project = var.project
+  service = "pubsub.googleapis.com"
+
+  audit_log_config {
+    log_type = "ADMIN_READ"
   }
 }

@@ -227,6 +227,12 @@ variable "enable_iam_data_access_logs" {
   default     = true
 }
 
+variable "enable_pubsub_admin_read_logs" {
+  description = "ADMIN_READ Data Access logs for pubsub.googleapis.com, the only log of a Seek (which can acknowledge a subscription's whole backlog, e.g. the audit feed's). Pub/Sub logs no message operations, so the volume is small. Turn off only if another owner manages that audit config (authoritative per service, docs/deploy.md)."
+  type        = bool
+  default     = true
+}
+
 # ---------------------------------------------------------------- alert sinks
 
 variable "alert_slack_webhook_url" {
