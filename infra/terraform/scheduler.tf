@@ -9,11 +9,12 @@
 # durably. Only rotation-worker's /tasks/finish remembers, in memory and per
 # instance, the last runs it answered by those headers and replays their
 # report. What a repeat does instead: the sweep asks GitHub again for
-# deliveries still failed (webhook-ingest drops a redelivered duplicate by
-# its delivery id); finish and tick find nothing left to do; due-check
-# repeats its `due` notices; a repeated /rotate is refused (409) while the
-# first rotation holds the secret's lease, and after it ended rotates once
-# more: an extra rotation, not a broken one.
+# deliveries still failed (an instance that already published a delivery
+# id drops the copy; another instance publishes it again, which
+# at-least-once consumers allow); finish and tick find nothing left to do;
+# due-check repeats its `due` notices; a repeated /rotate is refused (409)
+# while the first rotation holds the secret's lease, and after it ended
+# rotates once more: an extra rotation, not a broken one.
 
 locals {
   all_scheduler_jobs = merge(
