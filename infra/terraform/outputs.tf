@@ -45,3 +45,13 @@ output "image_registry" {
   description = "Where `docker push` should send the images (REGISTRY/FUNCTION:TAG)."
   value       = local.image_registry
 }
+
+output "monitoring_dashboard" {
+  description = "The Cloud Monitoring dashboard \"PatchPanda Gateway\" (Console -> Monitoring -> Dashboards); docs/deploy.md explains each panel."
+  value       = google_monitoring_dashboard.gateway.id
+}
+
+output "notification_channels" {
+  description = "Cloud Monitoring channels every PatchPanda alert policy notifies (email, and PagerDuty/Slack when configured)."
+  value       = local.notification_channels
+}
