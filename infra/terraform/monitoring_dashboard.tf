@@ -34,7 +34,7 @@ locals {
       y     = "seconds"
       sets = [for p in ["50", "95", "99"] : {
         filter = "metric.type=\"${local.log_metric.webhook_latency}\" AND resource.type=\"cloud_run_revision\""
-        period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_PERCENTILE_${p}", group_by = [], plot = "LINE"
+        period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_PERCENTILE_${p}", group_by = ["resource.label.service_name"], plot = "LINE"
       }]
     },
     {
@@ -47,7 +47,7 @@ locals {
         },
         {
           filter = "metric.type=\"${local.log_metric.publish_failures}\" AND resource.type=\"cloud_run_revision\""
-          period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_SUM", group_by = [], plot = "LINE"
+          period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_SUM", group_by = ["resource.label.service_name"], plot = "LINE"
         },
       ]
     },
@@ -167,7 +167,8 @@ resource "google_monitoring_dashboard" "gateway" {
                     alignmentPeriod    = d.period
                     perSeriesAligner   = d.aligner
                     crossSeriesReducer = d.reducer
-                    # Empty: one series for the whole chart.
+                    # Never empty: Monitoring drops an empty list, which
+                    # Terraform would then show as a perpetual diff.
                     groupByFields = d.group_by
                   }
                 }
