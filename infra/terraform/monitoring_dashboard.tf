@@ -132,6 +132,14 @@ locals {
       }]
     },
     {
+      title = "Denied calls on secrets and keys (PERMISSION_DENIED, UNAUTHENTICATED), by method"
+      y     = "calls / 10 min"
+      sets = [{
+        filter = "metric.type=\"${local.log_metric.denied_calls}\""
+        period = "600s", aligner = "ALIGN_DELTA", reducer = "REDUCE_SUM", group_by = ["metric.label.service", "metric.label.method"], plot = "STACKED_BAR"
+      }]
+    },
+    {
       title = "Service-account key use by gateway accounts (should be 0)"
       y     = "calls / 10 min"
       sets = [{

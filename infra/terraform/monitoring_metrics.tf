@@ -348,6 +348,40 @@ resource "google_logging_metric" "sa_key_use" {
   depends_on = [google_project_service.apis]
 }
 
+resource "google_logging_metric" "denied_calls" {
+  project     = var.project
+  name        = "patchpanda/denied_calls"
+  description = "Calls on the PatchPanda secrets or key ring that Google refused (PERMISSION_DENIED or UNAUTHENTICATED in the audit entry): someone trying credentials or grants they do not have. By service and method, not by caller: any Google account can be refused, so a caller label would let anyone mint time series (audit-alerter names the callers)."
+  filter = join(" AND ", [
+    "logName:\"cloudaudit.googleapis.com\"",
+    "(protoPayload.status.code=7 OR protoPayload.status.code=16)",
+    "((protoPayload.serviceName=\"secretmanager.googleapis.com\" AND protoPayload.resourceName:\"/secrets/${local.secret_prefix}\") OR (protoPayload.serviceName=\"cloudkms.googleapis.com\" AND protoPayload.resourceName:\"/keyRings/${local.kms_key_ring_name}/\"))",
+  ])
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "PatchPanda denied calls on secrets and keys"
+    labels {
+      key         = "service"
+      value_type  = "STRING"
+      description = "secretmanager.googleapis.com or cloudkms.googleapis.com."
+    }
+    labels {
+      key         = "method"
+      value_type  = "STRING"
+      description = "The refused method (a closed set per API)."
+    }
+  }
+  label_extractors = {
+    service = "EXTRACT(protoPayload.serviceName)"
+    method  = "EXTRACT(protoPayload.methodName)"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 locals {
   # metric.type of each log-based metric, for the policies and the dashboard.
   log_metric = {
@@ -362,5 +396,6 @@ locals {
     secret_reads         = "logging.googleapis.com/user/${google_logging_metric.secret_reads.name}"
     kms_crypto_ops       = "logging.googleapis.com/user/${google_logging_metric.kms_crypto_ops.name}"
     sa_key_use           = "logging.googleapis.com/user/${google_logging_metric.sa_key_use.name}"
+    denied_calls         = "logging.googleapis.com/user/${google_logging_metric.denied_calls.name}"
   }
 }
