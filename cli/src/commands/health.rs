@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use clap::Args;
-use patchpanda_shared::config::Backend;
+use patchpanda_shared::backends::GcpParts;
 use patchpanda_shared::names;
 use patchpanda_shared::secrets::{VersionRef, VersionState};
 use patchpanda_shared::{Error, kms::KeyVersionState};
 use serde::Serialize;
 
-use super::{Failure, Outcome};
 use crate::context::Ctx;
+use crate::failure::{Failure, Outcome};
 use crate::output::Table;
 
 #[derive(Debug, Args)]
@@ -97,14 +97,20 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
             });
             continue;
         };
-        let target = format!("{}/health", url.trim_end_matches('/'));
-        let result = match http.get(&target).send().await {
-            Ok(r) if r.status().is_success() => {
-                Ok(format!("{target} answered {}", r.status().as_u16()))
+        // On gcp the private services admit only run.invoker holders, which
+        // Cloud Run checks on an ID token for the service's URL.
+        let token = if local {
+            None
+        } else {
+            match crate::id_token::google_id_token(&audience(&url)).await {
+                Ok(t) => Some(t),
+                Err(f) => {
+                    checks.push(check(format!("{name} /health"), Err(f.0)));
+                    continue;
+                }
             }
-            Ok(r) => Err(format!("{target} answered {}", r.status().as_u16())),
-            Err(e) => Err(format!("{target} unreachable: {}", root_cause(&e))),
         };
+        let result = probe(&http, &url, token.as_deref()).await;
         checks.push(check(format!("{name} /health"), result));
     }
 
@@ -173,8 +179,8 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
                 .map(|_| "reachable".to_string())
                 .map_err(|e| e.to_string());
             checks.push(check("bus", bus));
-            if let Backend::Gcp { project } = &ctx.config.backend {
-                checks.extend(gcp_permissions(ctx, project).await);
+            if let Some(gcp) = &b.gcp {
+                checks.extend(gcp_permissions(ctx, gcp).await);
             }
         }
     }
@@ -204,59 +210,71 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
 }
 
 /// What the caller may do on the secrets and the key, via testIamPermissions.
-async fn gcp_permissions(ctx: &Ctx, project: &str) -> Vec<Check> {
-    use patchpanda_shared::kms::gcp::GcpKms;
-    use patchpanda_shared::secrets::gcp::GcpSecretStore;
+async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts) -> Vec<Check> {
     let mut out = Vec::new();
     let wanted = [
         "secretmanager.versions.access",
         "secretmanager.versions.add",
         "secretmanager.secrets.update",
     ];
-    match GcpSecretStore::new(project).await {
-        Err(e) => out.push(check("iam secrets", Err(e.to_string()))),
-        Ok(store) => {
-            for logical in [names::WEBHOOK_SECRET, names::GITHUB_PRIVATE_KEY] {
-                let id = ctx.config.secret_id(logical);
-                let result = match store.test_permissions(&id, &wanted).await {
-                    Ok(granted) => {
-                        let missing: Vec<&str> = wanted
-                            .iter()
-                            .copied()
-                            .filter(|p| !granted.iter().any(|g| g == p))
-                            .collect();
-                        if missing.is_empty() {
-                            Ok("all granted".into())
-                        } else {
-                            Err(format!("missing {}", missing.join(", ")))
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                out.push(check(format!("iam {logical}"), result));
+    for logical in [names::WEBHOOK_SECRET, names::GITHUB_PRIVATE_KEY] {
+        let id = ctx.config.secret_id(logical);
+        let result = match gcp.secrets.test_permissions(&id, &wanted).await {
+            Ok(granted) => {
+                let missing: Vec<&str> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|p| !granted.iter().any(|g| g == p))
+                    .collect();
+                if missing.is_empty() {
+                    Ok("all granted".into())
+                } else {
+                    Err(format!("missing {}", missing.join(", ")))
+                }
             }
-        }
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(check(format!("iam {logical}"), result));
     }
-    let key = format!(
-        "projects/{project}/locations/{}/keyRings/{}/cryptoKeys/{}",
-        ctx.config.kms_location, ctx.config.kms_key_ring, ctx.config.kms_key
-    );
     let kms_wanted = [
         "cloudkms.cryptoKeyVersions.useToEncrypt",
         "cloudkms.cryptoKeyVersions.useToDecrypt",
     ];
-    let result = match GcpKms::new(&key).await {
+    let result = match gcp.kms.test_permissions(&kms_wanted).await {
+        Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => {
+            Ok("encrypt/decrypt granted".into())
+        }
+        Ok(granted) => Err(format!("granted only: {}", granted.join(", "))),
         Err(e) => Err(e.to_string()),
-        Ok(kms) => match kms.test_permissions(&kms_wanted).await {
-            Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => {
-                Ok("encrypt/decrypt granted".into())
-            }
-            Ok(granted) => Err(format!("granted only: {}", granted.join(", "))),
-            Err(e) => Err(e.to_string()),
-        },
     };
     out.push(check("iam kms key", result));
     out
+}
+
+/// GET `{base}/health`, with `Authorization: Bearer <token>` when given.
+async fn probe(http: &reqwest::Client, base: &str, token: Option<&str>) -> Result<String, String> {
+    let target = format!("{}/health", base.trim_end_matches('/'));
+    let mut request = http.get(&target);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    match request.send().await {
+        Ok(r) if r.status().is_success() => {
+            Ok(format!("{target} answered {}", r.status().as_u16()))
+        }
+        Ok(r) => Err(format!("{target} answered {}", r.status().as_u16())),
+        Err(e) => Err(format!("{target} unreachable: {}", root_cause(&e))),
+    }
+}
+
+/// The ID token's audience for a service: its URL without a path, which
+/// Cloud Run accepts by default (infra also lists it as the service's
+/// custom audience).
+fn audience(base: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => base.trim_end_matches('/').to_string(),
+    }
 }
 
 fn root_cause(e: &reqwest::Error) -> String {
@@ -265,4 +283,33 @@ fn root_cause(e: &reqwest::Error) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id_token::tests::serve;
+
+    #[tokio::test]
+    async fn a_probe_presents_the_id_token_a_private_service_requires() {
+        let (addr, mut seen) = serve(200, "ok".into(), Some("id-token-1".into())).await;
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}/");
+        let ok = probe(&http, &base, Some("id-token-1")).await.unwrap();
+        assert_eq!(ok, format!("http://{addr}/health answered 200"));
+        let request = seen.recv().await.unwrap();
+        assert!(request.starts_with("GET /health "), "{request}");
+        // Without it (as before on gcp), Cloud Run's IAM check refuses.
+        let err = probe(&http, &base, None).await.unwrap_err();
+        assert!(err.ends_with("answered 401"), "{err}");
+    }
+
+    #[test]
+    fn the_audience_is_the_service_url_without_a_path() {
+        assert_eq!(
+            audience("https://patchpanda-rotation-worker-123.us-central1.run.app/"),
+            "https://patchpanda-rotation-worker-123.us-central1.run.app"
+        );
+        assert_eq!(audience("http://127.0.0.1:8081/x"), "http://127.0.0.1:8081");
+    }
 }
