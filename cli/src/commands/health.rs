@@ -29,8 +29,35 @@ pub struct HealthArgs {
     /// The local stack's first port (as given to `patchpanda dev --port-base`).
     #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..=65533))]
     pub port_base: u16,
+    /// The longest wait for any one check, so that an unreachable backend
+    /// fails its row instead of hanging the command.
+    #[arg(long, default_value = "20s", value_parser = check_timeout)]
+    pub timeout: Duration,
     #[arg(long)]
     pub json: bool,
+}
+
+fn check_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration like 5s or 1m"))?;
+    if d.is_zero() || d > Duration::from_secs(600) {
+        return Err("the timeout must be between 1s and 10m".into());
+    }
+    Ok(d)
+}
+
+/// `fut`, or a failed check once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(limit)))
+}
+
+fn no_answer(limit: Duration) -> String {
+    format!("no answer within {}", humantime::format_duration(limit))
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
@@ -102,10 +129,15 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
         let token = if local {
             None
         } else {
-            match crate::id_token::google_id_token(&audience(&url)).await {
+            let token = within(a.timeout, async {
+                crate::id_token::google_id_token(&audience(&url))
+                    .await
+                    .map_err(|f| f.0)
+            });
+            match token.await {
                 Ok(t) => Some(t),
-                Err(f) => {
-                    checks.push(check(format!("{name} /health"), Err(f.0)));
+                Err(reason) => {
+                    checks.push(check(format!("{name} /health"), Err(reason)));
                     continue;
                 }
             }
@@ -114,21 +146,21 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
         checks.push(check(format!("{name} /health"), result));
     }
 
-    match ctx.backends().await {
-        Err(f) => checks.push(check("backends", Err(f.0))),
+    let backends = within(a.timeout, async { ctx.backends().await.map_err(|f| f.0) });
+    match backends.await {
+        Err(reason) => checks.push(check("backends", Err(reason))),
         Ok(b) => {
             for logical in names::SECRETS {
                 let id = ctx.config.secret_id(logical);
-                let result = match b
-                    .secrets
-                    .get_version(&id, &VersionRef::alias(names::ALIAS_CURRENT))
-                    .await
-                {
-                    Ok(v) if v.state == VersionState::Enabled => {
+                let alias = VersionRef::alias(names::ALIAS_CURRENT);
+                let current = b.secrets.get_version(&id, &alias);
+                let result = match tokio::time::timeout(a.timeout, current).await {
+                    Err(_) => Err(format!("{id}: {}", no_answer(a.timeout))),
+                    Ok(Ok(v)) if v.state == VersionState::Enabled => {
                         Ok(format!("{id}: current is version {} (enabled)", v.number))
                     }
-                    Ok(v) => Err(format!("{id}: current version {} is {}", v.number, v.state)),
-                    Err(Error::NotFound(_)) if logical == names::OIDC_CLIENT_SECRET => {
+                    Ok(Ok(v)) => Err(format!("{id}: current version {} is {}", v.number, v.state)),
+                    Ok(Err(Error::NotFound(_))) if logical == names::OIDC_CLIENT_SECRET => {
                         checks.push(Check {
                             check: format!("secret {logical}"),
                             result: Verdict::Skip,
@@ -136,7 +168,7 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
                         });
                         continue;
                     }
-                    Err(e) => Err(format!("{id}: {e}")),
+                    Ok(Err(e)) => Err(format!("{id}: {e}")),
                 };
                 checks.push(check(format!("secret {logical}"), result));
             }
@@ -171,16 +203,17 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
                     info.name, primary.number
                 ))
             };
-            checks.push(check("kms key", kms.await));
-            let bus = b
-                .bus
-                .check()
-                .await
-                .map(|_| "reachable".to_string())
-                .map_err(|e| e.to_string());
-            checks.push(check("bus", bus));
+            checks.push(check("kms key", within(a.timeout, kms).await));
+            let bus = within(a.timeout, async {
+                b.bus
+                    .check()
+                    .await
+                    .map(|_| "reachable".to_string())
+                    .map_err(|e| e.to_string())
+            });
+            checks.push(check("bus", bus.await));
             if let Some(gcp) = &b.gcp {
-                checks.extend(gcp_permissions(ctx, gcp).await);
+                checks.extend(gcp_permissions(ctx, gcp, a.timeout).await);
             }
         }
     }
@@ -210,7 +243,7 @@ pub async fn run(ctx: &Ctx, a: HealthArgs) -> Outcome {
 }
 
 /// What the caller may do on the secrets and the key, via testIamPermissions.
-async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts) -> Vec<Check> {
+async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts, limit: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     let wanted = [
         "secretmanager.versions.access",
@@ -219,7 +252,13 @@ async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts) -> Vec<Check> {
     ];
     for logical in [names::WEBHOOK_SECRET, names::GITHUB_PRIVATE_KEY] {
         let id = ctx.config.secret_id(logical);
-        let result = match gcp.secrets.test_permissions(&id, &wanted).await {
+        let granted = within(limit, async {
+            gcp.secrets
+                .test_permissions(&id, &wanted)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let result = match granted.await {
             Ok(granted) => {
                 let missing: Vec<&str> = wanted
                     .iter()
@@ -232,7 +271,7 @@ async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts) -> Vec<Check> {
                     Err(format!("missing {}", missing.join(", ")))
                 }
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         out.push(check(format!("iam {logical}"), result));
     }
@@ -240,12 +279,18 @@ async fn gcp_permissions(ctx: &Ctx, gcp: &GcpParts) -> Vec<Check> {
         "cloudkms.cryptoKeyVersions.useToEncrypt",
         "cloudkms.cryptoKeyVersions.useToDecrypt",
     ];
-    let result = match gcp.kms.test_permissions(&kms_wanted).await {
+    let granted = within(limit, async {
+        gcp.kms
+            .test_permissions(&kms_wanted)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let result = match granted.await {
         Ok(granted) if kms_wanted.iter().all(|p| granted.iter().any(|g| g == p)) => {
             Ok("encrypt/decrypt granted".into())
         }
         Ok(granted) => Err(format!("granted only: {}", granted.join(", "))),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     };
     out.push(check("iam kms key", result));
     out

@@ -207,3 +207,59 @@ fn health_without_function_urls_names_flags_that_exist() {
     }
     assert_eq!(skipped, 3, "{j}");
 }
+
+#[test]
+fn health_on_gcp_probes_the_private_services_with_an_id_token() {
+    let sb = Sandbox::new();
+    let (adc, oauth) = gcloud_user_adc(&sb);
+    let services: Vec<MiniServer> = (0..3)
+        .map(|_| MiniServer::requiring_bearer(GOOGLE_ID_TOKEN, 200, "ok"))
+        .collect();
+    let r = sb
+        .pp()
+        .env("PATCHPANDA_BACKEND", "gcp")
+        .env("GOOGLE_CLOUD_PROJECT", "patchpanda-test-p1")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap())
+        .env("HOME", sb.path("no-home").to_str().unwrap())
+        .run(&[
+            "health",
+            "--ingest-url",
+            &services[0].url(""),
+            "--worker-url",
+            &services[1].url("/"),
+            "--alerter-url",
+            &services[2].url(""),
+            "--timeout",
+            "1s",
+        ]);
+    // Secret Manager, KMS and Pub/Sub are out of reach here: those rows
+    // fail (within --timeout); the function rows are what this test is about.
+    assert_eq!(r.code, 1, "{}", r.err);
+    let text = r.stdout();
+    let rows = table_rows(&text);
+    for name in ["webhook-ingest", "rotation-worker", "audit-alerter"] {
+        let (verdict, detail) = rows
+            .get(&format!("{name} /health"))
+            .unwrap_or_else(|| panic!("no {name} row: {text}"));
+        assert_eq!(verdict, "OK", "{name}: {detail}\n{text}");
+        assert!(detail.ends_with("answered 200"), "{detail}");
+    }
+    for s in &services {
+        let seen = s.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].path, "/health");
+        assert_eq!(
+            seen[0].headers.get("authorization").map(String::as_str),
+            Some(format!("Bearer {GOOGLE_ID_TOKEN}").as_str())
+        );
+    }
+    assert!(
+        oauth.seen().iter().all(|s| s.path == "/token"),
+        "{:?}",
+        oauth.seen()
+    );
+    assert!(
+        !text.contains(GOOGLE_ID_TOKEN),
+        "the token is never printed"
+    );
+}

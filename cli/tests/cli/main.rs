@@ -338,6 +338,16 @@ struct MiniServer {
 
 impl MiniServer {
     fn start(status: u16, body: &'static str) -> Self {
+        Self::start_guarded(status, body, None)
+    }
+
+    /// Like a private Cloud Run service: 401 unless the request carries
+    /// `Authorization: Bearer <token>`.
+    fn requiring_bearer(token: &'static str, status: u16, body: &'static str) -> Self {
+        Self::start_guarded(status, body, Some(token))
+    }
+
+    fn start_guarded(status: u16, body: &'static str, bearer: Option<&'static str>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -345,9 +355,17 @@ impl MiniServer {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
+                let mut authorized = bearer.is_none();
                 if let Some(req) = read_request(&mut s) {
+                    let sent = req.headers.get("authorization").cloned();
+                    authorized |= bearer.is_some_and(|t| sent == Some(format!("Bearer {t}")));
                     log.lock().unwrap_or_else(|p| p.into_inner()).push(req);
                 }
+                let (status, body) = if authorized {
+                    (status, body)
+                } else {
+                    (401, "unauthorized")
+                };
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -418,6 +436,30 @@ fn seeded(sb: &Sandbox, home: &Path, webhook: &[u8], key: &[u8]) {
 fn b64url_json(part: &str) -> Value {
     let bytes = URL_SAFE_NO_PAD.decode(part).expect("base64url JWT part");
     serde_json::from_slice(&bytes).expect("JWT part is JSON")
+}
+
+/// An ID token as Google's token endpoint returns it (never checked here).
+const GOOGLE_ID_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJhdWQiOiJjaWQiLCJlbWFpbCI6Im9wQGV4YW1wbGUuY29tIn0.c2ln";
+
+/// gcloud's user credentials (`gcloud auth application-default login`),
+/// with the token endpoint pointed at a stand-in for oauth2.googleapis.com
+/// that answers every refresh with [`GOOGLE_ID_TOKEN`]. Returns the ADC
+/// file and the stand-in.
+fn gcloud_user_adc(sb: &Sandbox) -> (PathBuf, MiniServer) {
+    let oauth = MiniServer::start(
+        200,
+        r#"{"access_token":"ya29.test","id_token":"eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJhdWQiOiJjaWQiLCJlbWFpbCI6Im9wQGV4YW1wbGUuY29tIn0.c2ln","token_type":"Bearer","expires_in":3600}"#,
+    );
+    let adc = serde_json::json!({
+        "type": "authorized_user",
+        "client_id": "cid.apps.googleusercontent.com",
+        "client_secret": "csecret",
+        "refresh_token": "1//refresh",
+        "token_uri": oauth.url("/token"),
+    });
+    let path = sb.file("adc.json", adc.to_string().as_bytes());
+    (path, oauth)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

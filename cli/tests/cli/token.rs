@@ -61,3 +61,26 @@ fn token_is_a_local_oidc_id_token_for_the_audience() {
         assert!(r.out.is_empty(), "no token for a bad audience");
     }
 }
+
+#[test]
+fn token_on_gcp_works_with_gcloud_user_credentials() {
+    // google-cloud-auth's ADC builder refuses `authorized_user` for ID
+    // tokens; an operator logged in with gcloud must still get one.
+    let sb = Sandbox::new();
+    let (adc, oauth) = gcloud_user_adc(&sb);
+    let r = sb
+        .pp()
+        .env("PATCHPANDA_BACKEND", "gcp")
+        .env("GOOGLE_CLOUD_PROJECT", "patchpanda-test-p1")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap())
+        .run(&[
+            "token",
+            "--audience",
+            "https://patchpanda-rotation-worker-1.us-central1.run.app",
+        ]);
+    assert_eq!(r.ok().stdout().trim(), GOOGLE_ID_TOKEN);
+    let seen = oauth.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "POST");
+    assert!(contains(&seen[0].body, b"1//refresh"));
+}
