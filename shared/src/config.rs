@@ -136,7 +136,7 @@ pub enum Backend {
     Gcp { project: String },
 }
 
-/// The settings every function shares (DESIGN.md, Environment). Function-
+/// The settings every function shares (docs/design.md, Environment). Function-
 /// specific settings are read by the function from the same [`Env`].
 #[derive(Debug, Clone)]
 pub struct Config {
