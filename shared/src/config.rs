@@ -156,7 +156,9 @@ pub struct Config {
     pub reader_principals: Vec<String>,
     pub rotator_principals: Vec<String>,
     pub ordering_by_repository: bool,
-    /// The identity this process acts as on the local backend.
+    /// The identity this process acts as (PATCHPANDA_PRINCIPAL): on the
+    /// local backend the store's caller; on gcp infra sets it to the
+    /// service's runtime service account, the name audit entries carry.
     pub principal: String,
     pub debug: bool,
     /// PATCHPANDA_REQUEST_TIMEOUT: how long the runtime lets one request
