@@ -4,11 +4,17 @@ CARGO ?= cargo
 FUNCTION ?= webhook-ingest
 PORT_BASE ?= 8080
 
-.PHONY: run build test lint fmt bench fuzz image infra-check ci clean-local
+.PHONY: run install build test lint fmt bench fuzz image infra-check ci clean-local
 
 ## The whole stack on this machine (local backend, state in ./.patchpanda).
+## The commands it prints name the built binary by its full path, so they
+## work as printed; after `make install` they say just `patchpanda`.
 run:
 	$(CARGO) run -p patchpanda -- dev --port-base $(PORT_BASE)
+
+## Put `patchpanda` on PATH (cargo's bin folder, usually ~/.cargo/bin).
+install:
+	$(CARGO) install --locked --path cli
 
 build:
 	$(CARGO) build --workspace

@@ -6,7 +6,7 @@ use patchpanda_shared::config::{Config, Env};
 use patchpanda_shared::names;
 use tokio::sync::OnceCell;
 
-use crate::commands::Failure;
+use crate::failure::Failure;
 
 pub struct Ctx {
     pub config: Config,

@@ -314,6 +314,8 @@ fn dev_private_key() -> Result<SecretValue, Failure> {
 
 fn print_banner(s: &Stack) {
     let home = s.home.display();
+    // Runnable as printed, whether installed or just built by `cargo run`.
+    let pp = crate::output::program();
     println!(
         "PatchPanda Gateway local stack is up (state in {home})
   webhook-ingest   http://{}   POST /webhook
@@ -321,11 +323,11 @@ fn print_banner(s: &Stack) {
   audit-alerter    http://{}
 
 Send a signed test delivery (in another terminal):
-  patchpanda webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}/webhook
+  {pp} webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}/webhook
 See what webhook-ingest published:
-  patchpanda bus messages patchpanda-github-events
+  {pp} bus messages patchpanda-github-events
 Rotate the webhook secret:
-  patchpanda rotate webhook-secret
+  {pp} rotate webhook-secret
 
 Ctrl-C stops the stack; a second start reuses the same state.",
         s.ingest, s.worker, s.alerter, s.ingest

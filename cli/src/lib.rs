@@ -1,9 +1,14 @@
 //! The `patchpanda` operator command as a library, so the end-to-end tests
-//! can start the local stack in-process.
+//! can start the local stack in-process. Public: the command tree
+//! ([`commands::run`]), the local stack ([`dev::start`]) and logging; the
+//! rest is the commands' own.
 
 pub mod commands;
-pub mod context;
+pub(crate) mod context;
 pub mod dev;
-pub mod dev_scheduler;
+pub(crate) mod dev_scheduler;
+pub mod failure;
+pub(crate) mod id_token;
 pub mod logging;
-pub mod output;
+pub(crate) mod output;
+pub(crate) mod secret_create;

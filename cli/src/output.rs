@@ -81,6 +81,29 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string())
 }
 
+/// How to run this very binary from another terminal: `patchpanda` when
+/// that name on PATH is this executable (after `make install`), else its
+/// absolute path (after `cargo run` or `make run`, which do not touch PATH).
+pub fn program() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "patchpanda".into();
+    };
+    program_for(&me, std::env::var_os("PATH").as_deref())
+}
+
+fn program_for(me: &std::path::Path, path: Option<&std::ffi::OsStr>) -> String {
+    let on_path = path
+        .map(std::env::split_paths)
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join("patchpanda"))
+        .find(|candidate| candidate.is_file());
+    match on_path.and_then(|p| std::fs::canonicalize(p).ok()) {
+        Some(found) if found == me => "patchpanda".into(),
+        _ => me.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +125,22 @@ mod tests {
         assert_eq!(age(Utc::now() - chrono::Duration::seconds(30)), "30s");
         assert_eq!(age(Utc::now() - chrono::Duration::hours(3)), "3h");
         assert_eq!(age(Utc::now() - chrono::Duration::days(40)), "40d");
+    }
+
+    #[test]
+    fn the_program_is_its_name_only_when_path_finds_this_very_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let me = bin.join("patchpanda");
+        std::fs::write(&me, b"").unwrap();
+        let me = std::fs::canonicalize(&me).unwrap();
+        let path = std::env::join_paths([dir.path(), &bin]).unwrap();
+        assert_eq!(program_for(&me, Some(&path)), "patchpanda");
+        // Not on PATH, or another patchpanda first on it: the full path.
+        assert_eq!(program_for(&me, None), me.display().to_string());
+        let other = dir.path().join("patchpanda");
+        std::fs::write(&other, b"").unwrap();
+        assert_eq!(program_for(&me, Some(&path)), me.display().to_string());
     }
 }

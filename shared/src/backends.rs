@@ -24,6 +24,17 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     /// Set on the local backend: what only it has (bus listing, dispatcher).
     pub local: Option<LocalParts>,
+    /// Set on the gcp backend: what only it has (testIamPermissions, for
+    /// `patchpanda health`), so no caller opens its own gcp clients.
+    pub gcp: Option<GcpParts>,
+}
+
+/// The gcp backend's own parts: the same clients as `secrets` and `kms`,
+/// typed.
+#[derive(Clone)]
+pub struct GcpParts {
+    pub secrets: Arc<GcpSecretStore>,
+    pub kms: Arc<GcpKms>,
 }
 
 /// The local backend's own parts, for the CLI and the dev stack.
@@ -73,6 +84,7 @@ impl Backends {
                         home,
                         bus: local_bus,
                     }),
+                    gcp: None,
                 })
             }
             Backend::Gcp { project } => {
@@ -82,11 +94,13 @@ impl Backends {
                     GcpKms::new(&key_name),
                     GcpBus::new(project),
                 )?;
+                let (secrets, kms) = (Arc::new(secrets), Arc::new(kms));
                 Ok(Backends {
-                    secrets: Arc::new(secrets),
-                    kms: Arc::new(kms),
+                    secrets: secrets.clone(),
+                    kms: kms.clone(),
                     bus: Arc::new(bus),
                     local: None,
+                    gcp: Some(GcpParts { secrets, kms }),
                 })
             }
         }

@@ -121,6 +121,13 @@ impl ConfigError {
     }
 }
 
+/// How long the runtime lets one request run (humantime, e.g. `600s`).
+pub const ENV_REQUEST_TIMEOUT: &str = "PATCHPANDA_REQUEST_TIMEOUT";
+
+/// Cloud Run's longest request timeout: 60 minutes
+/// (https://cloud.google.com/run/docs/configuring/request-timeout).
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// Everything under one folder on this machine.
@@ -129,7 +136,7 @@ pub enum Backend {
     Gcp { project: String },
 }
 
-/// The settings every function shares (DESIGN.md, Environment). Function-
+/// The settings every function shares (docs/design.md, Environment). Function-
 /// specific settings are read by the function from the same [`Env`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -149,9 +156,15 @@ pub struct Config {
     pub reader_principals: Vec<String>,
     pub rotator_principals: Vec<String>,
     pub ordering_by_repository: bool,
-    /// The identity this process acts as on the local backend.
+    /// The identity this process acts as (PATCHPANDA_PRINCIPAL): on the
+    /// local backend the store's caller; on gcp infra sets it to the
+    /// service's runtime service account, the name audit entries carry.
     pub principal: String,
     pub debug: bool,
+    /// PATCHPANDA_REQUEST_TIMEOUT: how long the runtime lets one request
+    /// run. Infra sets it to the Cloud Run service's own request timeout;
+    /// None = the function's default (see `AppBuilder::default_request_timeout`).
+    pub request_timeout: Option<Duration>,
     /// K_SERVICE / K_REVISION when on Cloud Run.
     pub service: Option<String>,
     pub revision: Option<String>,
@@ -246,6 +259,20 @@ impl Config {
                 aud,
             ));
         }
+        let request_timeout = match env.get(ENV_REQUEST_TIMEOUT) {
+            None => None,
+            Some(_) => {
+                let t = env.duration_or(ENV_REQUEST_TIMEOUT, Duration::ZERO)?;
+                if t.is_zero() || t > MAX_REQUEST_TIMEOUT {
+                    return Err(ConfigError::new(
+                        ENV_REQUEST_TIMEOUT,
+                        "a duration from 1s to 60m (Cloud Run's longest request timeout)",
+                        env.get(ENV_REQUEST_TIMEOUT).unwrap_or_default(),
+                    ));
+                }
+                Some(t)
+            }
+        };
         Ok(Config {
             port,
             backend,
@@ -265,6 +292,7 @@ impl Config {
             ordering_by_repository,
             principal: env.string_or("PATCHPANDA_PRINCIPAL", default_principal),
             debug: env.bool_or("DEBUG", false)?,
+            request_timeout,
             service: env.get("K_SERVICE").map(String::from),
             revision: env.get("K_REVISION").map(String::from),
         })
@@ -309,6 +337,13 @@ mod tests {
             vec![names::PRINCIPAL_ROTATION_WORKER.to_string()]
         );
         assert_eq!(c.principal, "x@patchpanda.local");
+        assert_eq!(c.request_timeout, None);
+        let c = Config::from_env(
+            &Env::from_pairs([("PATCHPANDA_REQUEST_TIMEOUT", "600s")]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(600)));
     }
 
     #[test]
@@ -321,6 +356,9 @@ mod tests {
             ("DEBUG", "maybe"),
             ("GITHUB_API_URL", "ftp://x"),
             ("GITHUB_APP_ID", "my app"),
+            ("PATCHPANDA_REQUEST_TIMEOUT", "soon"),
+            ("PATCHPANDA_REQUEST_TIMEOUT", "0s"),
+            ("PATCHPANDA_REQUEST_TIMEOUT", "61m"),
         ];
         for (k, v) in cases {
             let err = Config::from_env(&Env::from_pairs([(k, v)]), "x").unwrap_err();

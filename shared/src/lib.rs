@@ -3,6 +3,12 @@
 //! The runtime turns Cloud Run requests into typed events for `tower::Service`
 //! handlers; the backends (secrets, KMS, bus) each sit behind one trait with a
 //! local and a gcp implementation, chosen once at start by [`backends`].
+//!
+//! A function needs little more than the re-exports below: its settings come
+//! from [`Env`] (the shared part as [`Config`]), its backends from
+//! [`Backends::open`], and its routes are an [`App`] of handlers made with
+//! [`handler_with`] over typed events ([`HttpRequest`], [`PushMessage`],
+//! [`SchedulerJob`]) answering a [`Reply`] or a [`HandlerError`].
 
 pub mod audit_log;
 pub mod auth;
@@ -20,5 +26,10 @@ pub mod secret_value;
 pub mod secrets;
 pub mod telemetry;
 
+pub use backends::Backends;
+pub use config::{Config, Env};
 pub use error::{Error, Result};
+pub use runtime::{
+    App, HandlerError, HttpRequest, Invocation, PushMessage, Reply, SchedulerJob, handler_with,
+};
 pub use secret_value::SecretValue;

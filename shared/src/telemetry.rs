@@ -22,16 +22,16 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Cloud Logging's trace field: `projects/<project>/traces/<trace id>`.
-pub const TRACE_FIELD: &str = "logging.googleapis.com/trace";
+pub(crate) const TRACE_FIELD: &str = "logging.googleapis.com/trace";
 /// Cloud Logging's span field: 16 hex digits.
-pub const SPAN_ID_FIELD: &str = "logging.googleapis.com/spanId";
+pub(crate) const SPAN_ID_FIELD: &str = "logging.googleapis.com/spanId";
 /// Cloud Logging's sampling flag.
-pub const TRACE_SAMPLED_FIELD: &str = "logging.googleapis.com/trace_sampled";
+pub(crate) const TRACE_SAMPLED_FIELD: &str = "logging.googleapis.com/trace_sampled";
 
 const HOISTED: [&str; 3] = [TRACE_FIELD, SPAN_ID_FIELD, TRACE_SAMPLED_FIELD];
 
 /// The value of [`TRACE_FIELD`] for a trace of `project`.
-pub fn trace_resource(project: &str, trace_id: &str) -> String {
+pub(crate) fn trace_resource(project: &str, trace_id: &str) -> String {
     format!("projects/{project}/traces/{trace_id}")
 }
 

@@ -2,8 +2,8 @@
 
 use clap::{Args, Subcommand};
 
-use super::{Failure, Outcome};
 use crate::context::Ctx;
+use crate::failure::{Failure, Outcome};
 use crate::output::{self, Table};
 
 #[derive(Debug, Subcommand)]

@@ -60,17 +60,8 @@ pub enum Command {
     Token(token::TokenArgs),
 }
 
-/// A command failure: one line for stderr. Never carries a secret value.
-#[derive(Debug)]
-pub struct Failure(pub String);
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure(e.to_string())
-    }
-}
-
-pub type Outcome = Result<(), Failure>;
+// Re-exported so each command reads `super::{Failure, Outcome}`.
+pub use crate::failure::{Failure, Outcome};
 
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {

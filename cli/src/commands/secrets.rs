@@ -5,13 +5,13 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use patchpanda_shared::SecretValue;
 use patchpanda_shared::names;
 use patchpanda_shared::secrets::{SecretUpdate, StateChange, VersionRef};
-use patchpanda_shared::{Error, SecretValue};
 use serde::Serialize;
 
-use super::{Failure, Outcome};
 use crate::context::Ctx;
+use crate::failure::{Failure, Outcome};
 use crate::output::{self, Table};
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +21,8 @@ pub enum SecretsCommand {
     /// One secret's versions.
     Versions(NameArgs),
     /// Add a new version from a file (`-` reads stdin). Creates the secret if
-    /// needed; the first version of a secret becomes `current`.
+    /// needed on the local backend (on gcp, infra creates secrets); the first
+    /// version of a secret becomes `current`.
     Add(AddArgs),
     /// Print a version's value to stdout, byte for byte (default: `current`).
     Access(AccessArgs),
@@ -240,11 +241,8 @@ async fn add(ctx: &Ctx, a: AddArgs) -> Outcome {
     }
     let store = &ctx.backends().await?.secrets;
     let id = ctx.secret_id(&a.name);
-    let created = match store.create_secret(&id).await {
-        Ok(_) => true,
-        Err(Error::AlreadyExists(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    let created =
+        crate::secret_create::ensure_secret(&ctx.config.backend, store.as_ref(), &id).await?;
     let version = match store.add_version(&id, value.expose()).await {
         Ok(v) => v,
         Err(e) => {

@@ -7,8 +7,8 @@ use clap::Args;
 use patchpanda_shared::auth::local::LocalIssuer;
 use patchpanda_shared::config::Backend;
 
-use super::{Failure, Outcome};
 use crate::context::Ctx;
+use crate::failure::{Failure, Outcome};
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -38,17 +38,8 @@ pub async fn run(ctx: &Ctx, a: TokenArgs) -> Outcome {
             let issuer = LocalIssuer::open_or_create(home)?;
             issuer.mint(&a.audience, &ctx.config.principal, a.ttl)?
         }
-        Backend::Gcp { .. } => {
-            // Application Default Credentials: a service account (or
-            // impersonation) can mint ID tokens; plain user credentials can't.
-            let creds = google_cloud_auth::credentials::idtoken::Builder::new(&a.audience)
-                .build()
-                .map_err(|e| Failure(format!("cannot build ID-token credentials from ADC: {e}")))?;
-            creds
-                .id_token()
-                .await
-                .map_err(|e| Failure(format!("cannot mint an ID token: {e}")))?
-        }
+        // Application Default Credentials (see crate::id_token).
+        Backend::Gcp { .. } => crate::id_token::google_id_token(&a.audience).await?,
     };
     println!("{token}");
     Ok(())

@@ -8,8 +8,8 @@ use patchpanda_shared::names;
 use patchpanda_shared::secrets::VersionRef;
 
 use super::secrets::read_value;
-use super::{Failure, Outcome};
 use crate::context::Ctx;
+use crate::failure::{Failure, Outcome};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {

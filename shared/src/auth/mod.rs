@@ -8,7 +8,7 @@
 //! expected audience; `exp`/`iat` are within 60 s of now; `email_verified`
 //! is true; `email` is on the allow-list. The token is never echoed.
 
-pub mod google;
+pub(crate) mod google;
 pub mod local;
 
 use std::collections::HashMap;
@@ -24,14 +24,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{Backend, Config};
-use crate::runtime::HandlerError;
 use crate::{Error, Result, names};
 
 /// The issuers of Google-signed ID tokens (both spellings occur).
-pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+pub(crate) const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
 
 /// Clock skew tolerated on `exp` and `iat`.
-pub const LEEWAY: Duration = Duration::from_secs(60);
+pub(crate) const LEEWAY: Duration = Duration::from_secs(60);
 
 /// Longer than any real ID token; refusing early bounds the work an
 /// unauthenticated caller can cause.
@@ -137,15 +136,6 @@ pub enum AuthError {
     /// The keys could not be fetched: 503, so the caller retries.
     #[error("{0}")]
     Unavailable(String),
-}
-
-impl From<AuthError> for HandlerError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Rejected(m) => HandlerError::unauthorized(m),
-            AuthError::Unavailable(m) => HandlerError::retryable(m),
-        }
-    }
 }
 
 fn rejected(message: impl Into<String>) -> AuthError {
@@ -387,7 +377,7 @@ fn jose_header(token: &str) -> Result<JoseHeader, AuthError> {
 /// The audiences a token minted for this request may carry when none is
 /// configured: the full URL `{proto}://{host}{path}` and its origin. Pub/Sub
 /// defaults `aud` to the push endpoint, Scheduler to the target URI.
-pub fn request_audiences(headers: &HeaderMap, path: &str) -> Option<Vec<String>> {
+pub(crate) fn request_audiences(headers: &HeaderMap, path: &str) -> Option<Vec<String>> {
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())

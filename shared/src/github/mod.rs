@@ -3,9 +3,11 @@
 //! App (hook config, deliveries, installation tokens).
 
 pub mod app_jwt;
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 pub mod signature;
 
-pub use client::{AppInfo, DeliveryPage, GitHubApp, HookConfig, HookDelivery, RateLimit};
+pub use client::{
+    API_VERSION, AppInfo, DeliveryPage, GitHubApp, HookConfig, HookDelivery, RateLimit, USER_AGENT,
+};
 pub use error::GitHubError;

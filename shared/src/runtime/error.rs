@@ -64,3 +64,16 @@ impl From<crate::Error> for HandlerError {
         HandlerError::permanent(status, e.to_string())
     }
 }
+
+/// A refused push or scheduler token is the caller's fault (401, one line
+/// naming the failed check); keys that could not be fetched are ours (503,
+/// so Pub/Sub or the scheduler retries). Here rather than in `auth`, so the
+/// verifier does not depend on the runtime that uses it.
+impl From<crate::auth::AuthError> for HandlerError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Rejected(m) => HandlerError::unauthorized(m),
+            crate::auth::AuthError::Unavailable(m) => HandlerError::retryable(m),
+        }
+    }
+}

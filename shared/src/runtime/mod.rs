@@ -3,13 +3,13 @@
 //! [`server`] turns HTTP into events, verifies push/scheduler callers, and
 //! maps every handler result to the wire in one place ([`HandlerError`]).
 
-pub mod context;
+pub(crate) mod context;
 pub mod decode;
-pub mod error;
+pub(crate) mod error;
 pub mod events;
 pub mod server;
-pub mod shutdown;
-pub mod trace;
+pub(crate) mod shutdown;
+pub(crate) mod trace;
 
 use std::future::Future;
 
@@ -21,7 +21,7 @@ use tower::util::BoxCloneSyncService;
 pub use context::{Context, TraceContext};
 pub use error::HandlerError;
 pub use events::{HttpRequest, PushMessage, SchedulerJob};
-pub use server::{App, AppBuilder, ReadyCheck};
+pub use server::{App, AppBuilder, BoxError, ReadyCheck, run};
 
 /// A typed event and the context it arrived in.
 #[derive(Debug, Clone)]

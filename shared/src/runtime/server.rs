@@ -31,10 +31,16 @@ use crate::telemetry;
 /// The error type of a function's `init`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Pub/Sub's largest message is 10 MB; its push body is JSON around it.
-pub const PUSH_BODY_LIMIT: usize = 10 * 1024 * 1024;
+/// Pub/Sub's largest message is 10 MB of data plus attributes; push sends
+/// the data base64-encoded (4/3 of it, ~13.4 MB) inside a JSON envelope, so
+/// a 10 MiB limit refused the largest messages Pub/Sub accepts (and each
+/// refusal is redelivered until it dead-letters). 16 MiB holds the largest
+/// envelope with room for attributes and field names.
+pub const PUSH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Scheduler and task calls carry small JSON bodies.
 pub const SCHEDULER_BODY_LIMIT: usize = 1024 * 1024;
+/// A request's time limit when neither PATCHPANDA_REQUEST_TIMEOUT nor the
+/// function's builder says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A readiness check that hangs must not hang the probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,7 +194,7 @@ impl AppBuilder {
         self
     }
 
-    /// A Pub/Sub push endpoint: POST, OIDC-verified, 10 MiB.
+    /// A Pub/Sub push endpoint: POST, OIDC-verified, [`PUSH_BODY_LIMIT`].
     pub fn push(mut self, path: &str, handler: Handler<PushMessage>) -> Self {
         self.routes.push(Route {
             method: Method::POST,
@@ -221,8 +227,11 @@ impl AppBuilder {
         self
     }
 
-    /// How long a request may take, body included, before a 503.
-    pub fn request_timeout(mut self, t: Duration) -> Self {
+    /// This function's request time limit (body included; a 503 after it)
+    /// when PATCHPANDA_REQUEST_TIMEOUT is not set. The variable wins: infra
+    /// sets it to the Cloud Run service's timeout, after which Cloud Run
+    /// cuts the request anyway.
+    pub fn default_request_timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
     }
@@ -264,7 +273,8 @@ impl AppBuilder {
                 )));
             }
         }
-        if self.timeout.is_zero() {
+        let timeout = self.config.request_timeout.unwrap_or(self.timeout);
+        if timeout.is_zero() {
             return Err(invalid("request timeout is zero".into()));
         }
         let needs_verifier = self.routes.iter().any(|r| !matches!(r.kind, Kind::Http(_)));
@@ -279,7 +289,7 @@ impl AppBuilder {
                 revision: self.config.revision.clone(),
                 project: self.config.project().to_string(),
                 verifier,
-                timeout: self.timeout,
+                timeout,
             }),
             routes: self.routes,
             ready: self.ready,

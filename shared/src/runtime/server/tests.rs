@@ -392,7 +392,7 @@ async fn scheduler_routes_decode_the_job() {
 async fn a_slow_handler_is_a_503() {
     let f = fixture(&[]);
     let router = App::builder("t", &f.config)
-        .request_timeout(Duration::from_secs(5))
+        .default_request_timeout(Duration::from_secs(5))
         .http(
             Method::GET,
             "/slow",
@@ -407,6 +407,112 @@ async fn a_slow_handler_is_a_503() {
     let (status, _, body) = send(&router, req("GET", "/slow", Body::empty())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, "request timed out after 5s\n");
+}
+
+/// A handler that takes 100 s (of paused time).
+fn slow_app(config: &Config) -> AppBuilder {
+    App::builder("t", config).http(
+        Method::GET,
+        "/slow",
+        1,
+        handler_fn(|_inv: Invocation<HttpRequest>| async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            Ok(Reply::no_content())
+        }),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_timeout_is_the_environments_then_the_functions_then_60s() {
+    // The default: 60 s, so the 100 s handler is cut.
+    let f = fixture(&[]);
+    let router = slow_app(&f.config).build().unwrap().router();
+    let (status, _, body) = send(&router, req("GET", "/slow", Body::empty())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "request timed out after 1m\n");
+
+    // Infra's PATCHPANDA_REQUEST_TIMEOUT (rotation-worker: 600s) lets it finish.
+    let f = fixture(&[("PATCHPANDA_REQUEST_TIMEOUT", "600s")]);
+    let router = slow_app(&f.config).build().unwrap().router();
+    let (status, _, body) = send(&router, req("GET", "/slow", Body::empty())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // A function's own default does too...
+    let f = fixture(&[]);
+    let router = slow_app(&f.config)
+        .default_request_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .router();
+    let (status, _, _) = send(&router, req("GET", "/slow", Body::empty())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // ...but the variable wins over it: Cloud Run cuts at its own timeout.
+    let f = fixture(&[("PATCHPANDA_REQUEST_TIMEOUT", "30s")]);
+    let router = slow_app(&f.config)
+        .default_request_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .router();
+    let (status, _, body) = send(&router, req("GET", "/slow", Body::empty())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "request timed out after 30s\n");
+}
+
+#[tokio::test]
+async fn a_push_of_pubsubs_largest_message_fits_the_body_limit() {
+    use base64::Engine as _;
+    let f = fixture(&[]);
+    let router = App::builder("t", &f.config)
+        .verifier(f.verifier())
+        .push(
+            "/events/big",
+            handler_fn(|inv: Invocation<PushMessage>| async move {
+                Ok(Reply::text(
+                    StatusCode::OK,
+                    inv.event.data.len().to_string(),
+                ))
+            }),
+        )
+        .build()
+        .unwrap()
+        .router();
+    // Pub/Sub's limit: 10 MB per message (data and attributes); push sends
+    // the data base64-encoded in the JSON envelope.
+    let data = vec![0xA5u8; 10_000_000 - 1024];
+    let attributes: serde_json::Map<String, serde_json::Value> = (0..16)
+        .map(|i| {
+            (
+                format!("attr-{i:02}"),
+                serde_json::Value::from("v".repeat(56)),
+            )
+        })
+        .collect();
+    let envelope = serde_json::json!({
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(&data),
+            "attributes": attributes,
+            "messageId": "m-big",
+            "message_id": "m-big",
+            "publishTime": "2024-05-01T10:00:00Z",
+            "publish_time": "2024-05-01T10:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/s",
+    });
+    let body = serde_json::to_vec(&envelope).unwrap();
+    assert!(body.len() > 13_000_000, "{}", body.len());
+    let mut r = req("POST", "/events/big", body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&f.bearer(names::PRINCIPAL_PUSH)).unwrap(),
+    );
+    let (status, _, reply) = send(&router, r).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply.trim(), data.len().to_string());
 }
 
 #[test]

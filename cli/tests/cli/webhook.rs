@@ -1,0 +1,166 @@
+//! `patchpanda webhook sign` and `send`.
+
+use super::*;
+
+#[test]
+fn webhook_sign_matches_githubs_test_vector() {
+    let sb = Sandbox::new();
+    let secret = format!("{FIXTURES}/github-vector-secret.txt");
+    let payload = format!("{FIXTURES}/github-vector-payload.txt");
+    assert!(
+        std::fs::read(&secret).expect("fixture").ends_with(b"\n"),
+        "fixture has the trailing newline"
+    );
+
+    let r = sb
+        .pp()
+        .run(&[
+            "webhook",
+            "sign",
+            "--secret-file",
+            &secret,
+            "--payload-file",
+            &payload,
+        ])
+        .ok();
+    assert_eq!(r.stdout(), format!("{GITHUB_VECTOR}\n"));
+    let r = sb
+        .pp()
+        .stdin(b"Hello, World!")
+        .run(&["webhook", "sign", "--secret-file", &secret])
+        .ok();
+    assert_eq!(r.stdout(), format!("{GITHUB_VECTOR}\n"));
+    let r = sb
+        .pp()
+        .stdin(b"Hello, World!")
+        .run(&[
+            "webhook",
+            "sign",
+            "--secret-file",
+            &secret,
+            "--payload-file",
+            "-",
+        ])
+        .ok();
+    assert_eq!(r.stdout(), format!("{GITHUB_VECTOR}\n"));
+
+    // Without the newline: the same; with a changed payload: different.
+    let bare = sb.file("bare-secret", b"It's a Secret to Everybody");
+    let r = sb
+        .pp()
+        .run(&[
+            "webhook".as_ref(),
+            "sign".as_ref(),
+            "--secret-file".as_ref(),
+            bare.as_os_str(),
+            "--payload-file".as_ref(),
+            payload.as_ref(),
+        ])
+        .ok();
+    assert_eq!(r.stdout(), format!("{GITHUB_VECTOR}\n"));
+    let r = sb
+        .pp()
+        .stdin(b"Hello, World!\n")
+        .run(&["webhook", "sign", "--secret-file", &secret])
+        .ok();
+    assert_ne!(
+        r.stdout(),
+        format!("{GITHUB_VECTOR}\n"),
+        "the payload is signed byte for byte"
+    );
+
+    sb.pp()
+        .run(&[
+            "webhook",
+            "sign",
+            "--secret-file",
+            "/no/such/secret",
+            "--payload-file",
+            &payload,
+        ])
+        .fails_one_line();
+    assert!(!sb.home().exists(), "signing needs no local state");
+}
+
+#[test]
+fn webhook_send_signs_with_the_current_secret() {
+    let sb = Sandbox::new();
+    seeded(&sb, &sb.home(), b"send-secret-value", b"k");
+    let ingest = MiniServer::start(202, "accepted");
+    let payload = format!("{FIXTURES}/ping.json");
+    let body = std::fs::read(&payload).expect("fixture");
+    let r = sb
+        .pp()
+        .run(&[
+            "webhook",
+            "send",
+            "--event",
+            "ping",
+            "--payload-file",
+            &payload,
+            "--url",
+            &ingest.url("/webhook"),
+            "--delivery",
+            "d-1",
+        ])
+        .ok();
+    assert!(r.stdout().starts_with("202"), "{}", r.stdout());
+    assert!(!r.stdout().contains("send-secret-value"));
+    let seen = ingest.seen();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/webhook")
+    );
+    assert_eq!(req.body, body, "sent byte for byte");
+    assert_eq!(
+        req.headers.get("x-github-event").map(String::as_str),
+        Some("ping")
+    );
+    assert_eq!(
+        req.headers.get("x-github-delivery").map(String::as_str),
+        Some("d-1")
+    );
+    assert_eq!(
+        req.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"send-secret-value");
+    let want = format!(
+        "sha256={}",
+        hex::encode(aws_lc_rs::hmac::sign(&key, &body).as_ref())
+    );
+    assert_eq!(req.headers.get("x-hub-signature-256"), Some(&want));
+
+    // A refusal is a failure; a non-JSON payload is refused before sending.
+    let refusing = MiniServer::start(401, "bad signature");
+    let line = sb
+        .pp()
+        .run(&[
+            "webhook",
+            "send",
+            "--event",
+            "ping",
+            "--payload-file",
+            &payload,
+            "--url",
+            &refusing.url("/webhook"),
+        ])
+        .fails_one_line();
+    assert!(line.contains("401"), "{line}");
+    let junk = sb.file("junk.txt", b"not json");
+    sb.pp()
+        .run(&[
+            "webhook".as_ref(),
+            "send".as_ref(),
+            "--event".as_ref(),
+            "ping".as_ref(),
+            "--payload-file".as_ref(),
+            junk.as_os_str(),
+            "--url".as_ref(),
+            ingest.url("/webhook").as_ref(),
+        ])
+        .fails_one_line();
+    assert_eq!(ingest.seen().len(), 1, "nothing sent for a bad payload");
+}
