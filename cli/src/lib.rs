@@ -4,6 +4,8 @@
 pub mod commands;
 pub mod context;
 pub mod dev;
+pub mod dev_emulator;
+pub mod dev_identity;
 pub mod dev_scheduler;
 pub mod logging;
 pub mod output;
