@@ -356,7 +356,9 @@ async fn seed_one(
     Ok(true)
 }
 
-fn dev_private_key() -> Result<SecretValue, Failure> {
+/// A fresh RSA-2048 key in PKCS#8 PEM, the local stand-in for an App key
+/// downloaded from GitHub.
+pub fn dev_private_key() -> Result<SecretValue, Failure> {
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
         .map_err(|_| Failure("cannot generate an RSA key".into()))?;
     let der = pair
