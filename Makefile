@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUNCTION ?= webhook-ingest
 PORT_BASE ?= 8080
 
-.PHONY: run build test lint fmt bench fuzz image infra-check ci clean-local
+.PHONY: run build test test-e2e lint fmt bench fuzz image infra-check ci clean-local
 
 ## The whole stack on this machine (local backend, state in ./.patchpanda).
 run:
@@ -13,9 +13,15 @@ run:
 build:
 	$(CARGO) build --workspace
 
-## Every test: unit, integration, end-to-end.
+## Every test: unit, integration, end-to-end. Starts Google's Pub/Sub
+## emulator for the emulator-mode suite (stopped on exit); without gcloud
+## those tests print SKIPPED.
 test:
-	$(CARGO) test --workspace --no-fail-fast
+	bash scripts/pubsub-emulator.sh run -- $(CARGO) test --workspace --no-fail-fast
+
+## Only the end-to-end suite, emulator included.
+test-e2e:
+	bash scripts/pubsub-emulator.sh run -- $(CARGO) test -p patchpanda-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
