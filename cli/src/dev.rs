@@ -393,3 +393,21 @@ Ctrl-C stops the stack; a second start reuses the same state.",
 
 const PING_EXAMPLE: &str = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"name":"web","active":true,"events":["push","pull_request"],"config":{"content_type":"json","insecure_ssl":"0","url":"http://127.0.0.1:8080/webhook"}},"sender":{"login":"octocat","id":1,"type":"User"}}
 "#;
+
+#[cfg(test)]
+mod tests {
+    use patchpanda_shared::bus::topology;
+
+    use super::*;
+
+    /// The emulator's subscriptions come from pubsub.tf (topology.rs); the
+    /// routes they push to must be the functions' own.
+    #[test]
+    fn pubsub_tf_pushes_to_the_functions_routes() {
+        for s in topology::pushes_to(Function::WebhookIngest) {
+            assert_eq!(s.path, webhook_ingest::ROUTE_ROTATION, "{}", s.key);
+        }
+        assert_eq!(topology::pushes_to(Function::RotationWorker).count(), 1);
+        assert_eq!(topology::pushes_to(Function::AuditAlerter).count(), 2);
+    }
+}

@@ -13,7 +13,7 @@
 //! functions trust the local issuer only with PATCHPANDA_BACKEND=local,
 //! which Cloud Run never runs (auth/mod.rs); the relay exists only here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,18 +45,28 @@ pub struct Forwarded {
     pub status: u16,
 }
 
-/// What the relay forwarded so far, oldest first (for tests and logs).
+/// The last [`PUSH_LOG_LEN`] pushes the relay forwarded, oldest first
+/// (for tests and troubleshooting).
 #[derive(Debug, Clone, Default)]
-pub struct PushLog(Arc<Mutex<Vec<Forwarded>>>);
+pub struct PushLog(Arc<Mutex<VecDeque<Forwarded>>>);
+
+/// A long-running `patchpanda dev` keeps only this many.
+const PUSH_LOG_LEN: usize = 1000;
 
 impl PushLog {
     pub fn all(&self) -> Vec<Forwarded> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn record(&self, f: Forwarded) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(f);
+            if v.len() == PUSH_LOG_LEN {
+                v.pop_front();
+            }
+            v.push_back(f);
         }
     }
 }
@@ -171,10 +181,7 @@ pub async fn start(
             .unwrap_or_default(),
         log: log.clone(),
     };
-    let app = axum::Router::new()
-        .route("/push/{capability}/{subscription}", post(forward))
-        .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
-        .with_state(relay);
+    let app = router(relay);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -188,6 +195,13 @@ pub async fn start(
         relay: relay_addr,
         pushes: log,
     })
+}
+
+fn router(relay: Relay) -> axum::Router {
+    axum::Router::new()
+        .route("/push/{capability}/{subscription}", post(forward))
+        .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
+        .with_state(relay)
 }
 
 async fn forward(
@@ -242,4 +256,130 @@ async fn forward(
         status: status.as_u16(),
     });
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A function stand-in: records the bearer token it got, answers 503
+    /// for bodies saying "fail".
+    async fn target(
+        State(seen): State<Arc<Mutex<Vec<String>>>>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().unwrap().push(token);
+        if &body[..] == b"fail" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    }
+
+    async fn serve(app: axum::Router) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_relay_forwards_only_with_the_capability_and_signs_as_the_push_account() {
+        let home = tempfile::tempdir().unwrap();
+        let issuer = Arc::new(LocalIssuer::open_or_create(home.path()).unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fn_addr = serve(
+            axum::Router::new()
+                .route("/events/rotation", post(target))
+                .with_state(seen.clone()),
+        )
+        .await;
+        let target_url = format!("http://{fn_addr}/events/rotation");
+        let routes = HashMap::from([(
+            "patchpanda-rotation-events-webhook-ingest".to_string(),
+            Route {
+                target: target_url.clone(),
+                audience: target_url.clone(),
+                service_account: "patchpanda-push@acme-prod.iam.gserviceaccount.com".into(),
+                timeout: Duration::from_secs(5),
+            },
+        )]);
+        let log = PushLog::default();
+        let relay = Relay {
+            capability: Arc::new("c".repeat(64)),
+            routes: Arc::new(routes),
+            issuer: issuer.clone(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            log: log.clone(),
+        };
+        let addr = serve(router(relay)).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let post = |path: String, body: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .post(format!("http://{addr}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        let sub = "patchpanda-rotation-events-webhook-ingest";
+        // A wrong or missing capability, or an unknown subscription, reaches
+        // nothing.
+        assert_eq!(
+            post(format!("/push/{}/{sub}", "d".repeat(64)), "{}").await,
+            404
+        );
+        assert_eq!(post(format!("/push/c/{sub}"), "{}").await, 404);
+        assert_eq!(
+            post(format!("/push/{}/other", "c".repeat(64)), "{}").await,
+            404
+        );
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(log.all().is_empty());
+
+        // The right one forwards with a token for the subscription's account
+        // and audience, and answers with the function's status.
+        assert_eq!(
+            post(format!("/push/{}/{sub}", "c".repeat(64)), "{}").await,
+            204
+        );
+        assert_eq!(
+            post(format!("/push/{}/{sub}", "c".repeat(64)), "fail").await,
+            503
+        );
+        let tokens = seen.lock().unwrap().clone();
+        assert_eq!(tokens.len(), 2);
+        let verifier = patchpanda_shared::auth::PushVerifier::new(
+            Arc::new(
+                patchpanda_shared::auth::StaticKeys::default()
+                    .with_key(issuer.kid(), issuer.decoding_key().clone()),
+            ),
+            patchpanda_shared::auth::VerifierSettings::local(
+                Some(target_url.clone()),
+                vec!["patchpanda-push@acme-prod.iam.gserviceaccount.com".into()],
+            ),
+        );
+        let caller = verifier
+            .verify_token(tokens[0].strip_prefix("Bearer ").unwrap(), &[target_url])
+            .await
+            .unwrap();
+        assert_eq!(
+            caller.email,
+            "patchpanda-push@acme-prod.iam.gserviceaccount.com"
+        );
+        let statuses: Vec<u16> = log.all().iter().map(|f| f.status).collect();
+        assert_eq!(statuses, vec![204, 503]);
+    }
 }

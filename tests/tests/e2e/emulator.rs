@@ -443,3 +443,87 @@ async fn emulator_audit_entries_and_alerts_travel_through_it() {
     );
     drop(running);
 }
+
+async fn get_json(url: String) -> serde_json::Value {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_holds_pubsub_tf_topology_and_a_restart_repoints_the_pushes() {
+    use patchpanda_shared::bus::topology;
+    let Some(host) =
+        emulator_host("emulator_holds_pubsub_tf_topology_and_a_restart_repoints_the_pushes")
+    else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let env = emulator_env(home.path(), &host, &[]);
+    drop(start_stack(env.clone(), vec![]).await);
+    // A second start in the same project: what exists is kept, the pushes
+    // now go to this stack's relay.
+    let running = start_stack(env, vec![]).await;
+    let emu = emulator_of(&running);
+    let relay = running.stack.emulator.as_ref().unwrap().relay;
+    let get = |name: String| get_json(format!("{}/v1/{name}", emu.endpoint()));
+
+    for topic in topology::TOPICS {
+        get(emu.topic_name(topic)).await;
+        get(emu.topic_name(&topology::dead_letter_topic(topic))).await;
+        let dlq = get(emu.subscription_name(&topology::dead_letter_subscription(topic))).await;
+        assert_eq!(
+            dlq["topic"],
+            emu.topic_name(&topology::dead_letter_topic(topic))
+        );
+    }
+    for s in topology::PUSH_SUBSCRIPTIONS {
+        let sub = get(emu.subscription_name(&s.id())).await;
+        assert_eq!(sub["topic"], emu.topic_name(s.topic), "{}", s.key);
+        assert_eq!(
+            sub["ackDeadlineSeconds"],
+            s.ack_deadline.as_secs(),
+            "{}",
+            s.key
+        );
+        assert_eq!(sub["retryPolicy"]["minimumBackoff"], "10s");
+        assert_eq!(sub["retryPolicy"]["maximumBackoff"], "600s");
+        assert_eq!(sub["deadLetterPolicy"]["maxDeliveryAttempts"], 5);
+        assert_eq!(
+            sub["deadLetterPolicy"]["deadLetterTopic"],
+            emu.topic_name(&topology::dead_letter_topic(s.topic))
+        );
+        let push = &sub["pushConfig"];
+        assert!(
+            push["pushEndpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&format!("http://{relay}/push/"))
+                    && e.ends_with(&format!("/{}", s.id()))),
+            "{push}"
+        );
+        assert_eq!(
+            push["oidcToken"]["serviceAccountEmail"],
+            running.stack.identities.push.as_str()
+        );
+        assert_eq!(
+            push["oidcToken"]["audience"],
+            format!("http://{}{}", running.stack.addr(s.function), s.path)
+        );
+    }
+    for s in topology::PULL_SUBSCRIPTIONS {
+        let sub = get(emu.subscription_name(&s.id())).await;
+        assert_eq!(sub["topic"], emu.topic_name(s.topic));
+        assert_eq!(sub["deadLetterPolicy"]["maxDeliveryAttempts"], 10);
+    }
+    drop(running);
+}
