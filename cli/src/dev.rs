@@ -373,21 +373,49 @@ pub fn dev_private_key() -> Result<SecretValue, Failure> {
 
 fn print_banner(s: &Stack) {
     let home = s.home.display();
+    let see_published = match &s.emulator {
+        // The local bus is not in use; the emulator's pull subscription
+        // keeps what ingest published.
+        Some(e) => format!(
+            "  curl -s -X POST -H 'content-type: application/json' http://{}/v1/{}:pull -d '{{\"maxMessages\":10}}'",
+            e.emulator.host,
+            e.emulator
+                .subscription_name("patchpanda-github-events-pull")
+        ),
+        None => "  patchpanda bus messages patchpanda-github-events".to_string(),
+    };
     println!(
         "PatchPanda Gateway local stack is up (state in {home})
-  webhook-ingest   http://{}   POST /webhook
+  webhook-ingest   http://{}   POST {}
   rotation-worker  http://{}
-  audit-alerter    http://{}
+  audit-alerter    http://{}{}{}
 
 Send a signed test delivery (in another terminal):
-  patchpanda webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}/webhook
+  patchpanda webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}{}
 See what webhook-ingest published:
-  patchpanda bus messages patchpanda-github-events
+{see_published}
 Rotate the webhook secret:
   patchpanda rotate webhook-secret
 
 Ctrl-C stops the stack; a second start reuses the same state.",
-        s.ingest, s.worker, s.alerter, s.ingest
+        s.ingest,
+        webhook_ingest::ROUTE_WEBHOOK,
+        s.worker,
+        s.alerter,
+        match &s.emulator {
+            Some(e) => format!(
+                "\n  Pub/Sub          emulator at {} (project {}), pushes relayed from {}",
+                e.emulator.host, e.emulator.project, e.relay
+            ),
+            None => String::new(),
+        },
+        match &s.identities.project {
+            Some(p) =>
+                format!("\n  identities       {p}'s service accounts (GOOGLE_CLOUD_PROJECT)"),
+            None => String::new(),
+        },
+        s.ingest,
+        webhook_ingest::ROUTE_WEBHOOK,
     );
 }
 
