@@ -8,9 +8,13 @@ use std::time::Duration;
 use clap::Parser as _;
 use patchpanda::commands::{Cli, dispatch};
 use patchpanda::context::Ctx;
-use patchpanda_e2e::{stack_env, start_stack, wait_for_messages};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use patchpanda_e2e::{RunningStack, emulator_env, emulator_host, pull, stack_env, start_stack};
 use patchpanda_shared::backends::Backends;
-use patchpanda_shared::bus::PublishedMessage;
+use patchpanda_shared::bus::emulator::PubsubEmulator;
 use patchpanda_shared::config::{Config, Env};
 use patchpanda_shared::names;
 use patchpanda_shared::secrets::VersionRef;
@@ -32,25 +36,124 @@ async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
     (config, b)
 }
 
-fn text(m: &PublishedMessage) -> String {
-    String::from_utf8_lossy(&m.data).into_owned()
+/// One published message, as the scenario judges it.
+#[derive(Debug, Clone)]
+struct Msg {
+    attributes: BTreeMap<String, String>,
+    text: String,
+}
+
+/// Where the scenario reads what was published: the local bus, or its own
+/// pull subscriptions in the emulator (made before anything it judges is
+/// published; pulled messages are kept, since a pull acknowledges them).
+enum Published {
+    Local(PathBuf),
+    Emulator {
+        emulator: PubsubEmulator,
+        seen: Mutex<HashMap<String, Vec<Msg>>>,
+    },
+}
+
+impl Published {
+    async fn of(running: &RunningStack, home: &Path) -> Self {
+        let Some(e) = &running.stack.emulator else {
+            return Published::Local(home.to_path_buf());
+        };
+        let admin = e.emulator.admin().await.unwrap();
+        for topic in [
+            names::TOPIC_ROTATION_EVENTS,
+            names::TOPIC_AUDIT_LOGS,
+            names::TOPIC_ALERTS,
+        ] {
+            admin
+                .create_pull_subscription(&format!("e2e-{topic}"), topic, false)
+                .await
+                .unwrap();
+        }
+        Published::Emulator {
+            emulator: e.emulator.clone(),
+            seen: Mutex::default(),
+        }
+    }
+
+    async fn messages(&self, topic: &str) -> Vec<Msg> {
+        match self {
+            Published::Local(home) => patchpanda_e2e::bus(home)
+                .messages(topic)
+                .unwrap()
+                .into_iter()
+                .map(|m| Msg {
+                    text: String::from_utf8_lossy(&m.data).into_owned(),
+                    attributes: m.attributes,
+                })
+                .collect(),
+            Published::Emulator { emulator, seen } => {
+                let new: Vec<Msg> = pull(emulator, &format!("e2e-{topic}"))
+                    .await
+                    .into_iter()
+                    .map(|m| Msg {
+                        text: String::from_utf8_lossy(&m.data).into_owned(),
+                        attributes: m.attributes,
+                    })
+                    .collect();
+                let mut seen = seen.lock().unwrap();
+                let all = seen.entry(topic.to_string()).or_default();
+                all.extend(new);
+                all.clone()
+            }
+        }
+    }
+
+    async fn wait(&self, topic: &str, limit: Duration, pred: impl Fn(&[Msg]) -> bool) -> Vec<Msg> {
+        let start = std::time::Instant::now();
+        loop {
+            let msgs = self.messages(topic).await;
+            if pred(&msgs) {
+                return msgs;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting on {topic}; it holds {} messages",
+                msgs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_a_deployment_routine_rotation_finish_and_key_upload_raise_no_rotator_alert() {
+    deployment_scenario(None).await;
+}
+
+/// The same through the emulator: pushes carry tokens of the project's push
+/// account, the only push identity the functions accept in this mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_as_a_deployment_routine_operations_raise_no_rotator_alert() {
+    let Some(host) =
+        emulator_host("emulator_as_a_deployment_routine_operations_raise_no_rotator_alert")
+    else {
+        return;
+    };
+    deployment_scenario(Some(host)).await;
+}
+
+async fn deployment_scenario(emulator: Option<String>) {
     let (gh, gh_url) = start_fake_github().await;
     let home = tempfile::tempdir().unwrap();
-    let env = stack_env(
-        home.path(),
-        &[
-            ("GOOGLE_CLOUD_PROJECT", PROJECT),
-            ("PATCHPANDA_PRINCIPAL", OPERATOR),
-            ("GITHUB_APP_ID", "4242"),
-            ("GITHUB_API_URL", &gh_url),
-            ("PATCHPANDA_ROTATION_GRACE", "1s"),
-        ],
-    );
+    let extra = [
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("PATCHPANDA_PRINCIPAL", OPERATOR),
+        ("GITHUB_APP_ID", "4242"),
+        ("GITHUB_API_URL", gh_url.as_str()),
+        ("PATCHPANDA_ROTATION_GRACE", "1s"),
+    ];
+    let env = match &emulator {
+        Some(host) => emulator_env(home.path(), host, &extra),
+        None => stack_env(home.path(), &extra),
+    };
     let running = start_stack(env.clone(), vec![]).await;
+    let published = Published::of(&running, home.path()).await;
     let ids = running.stack.identities.clone();
     assert_eq!(ids.webhook_ingest, sa("webhook-ingest"));
     assert_eq!(ids.rotation_worker, sa("rotation-worker"));
@@ -132,21 +235,17 @@ async fn as_a_deployment_routine_rotation_finish_and_key_upload_raise_no_rotator
 
     // Production's names travel: the worker's notices and its audit entries
     // carry its service account.
-    let notices = wait_for_messages(
-        home,
-        names::TOPIC_ROTATION_EVENTS,
-        Duration::from_secs(10),
-        |m| m.iter().any(|m| text(m).contains(&ids.rotation_worker)),
-    )
-    .await;
-    assert!(!notices.is_empty());
-    wait_for_messages(
-        home,
-        names::TOPIC_AUDIT_LOGS,
-        Duration::from_secs(10),
-        |m| m.iter().any(|m| text(m).contains(&ids.rotation_worker)),
-    )
-    .await;
+    let has_worker = |m: &[Msg]| m.iter().any(|m| m.text.contains(&ids.rotation_worker));
+    published
+        .wait(
+            names::TOPIC_ROTATION_EVENTS,
+            Duration::from_secs(10),
+            has_worker,
+        )
+        .await;
+    published
+        .wait(names::TOPIC_AUDIT_LOGS, Duration::from_secs(10), has_worker)
+        .await;
 
     // A control the alerter must catch: a read by an unknown account. Once
     // its alert is out, the alerter has seen the earlier entries too.
@@ -159,25 +258,23 @@ async fn as_a_deployment_routine_rotation_finish_and_key_upload_raise_no_rotator
         )
         .await
         .unwrap();
-    let alerts = wait_for_messages(home, names::TOPIC_ALERTS, Duration::from_secs(30), |m| {
-        m.iter().any(|m| text(m).contains("mallory@acme.example"))
-    })
-    .await;
+    published
+        .wait(names::TOPIC_ALERTS, Duration::from_secs(30), |m| {
+            m.iter().any(|m| m.text.contains("mallory@acme.example"))
+        })
+        .await;
     // Give entries still in flight a moment, then judge everything raised.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let alerts = wait_for_messages(home, names::TOPIC_ALERTS, Duration::from_secs(1), |m| {
-        m.len() >= alerts.len()
-    })
-    .await;
+    let alerts = published.messages(names::TOPIC_ALERTS).await;
     let rotator: Vec<String> = alerts
         .iter()
         .filter(|m| {
             m.attributes
                 .get("rule")
                 .is_some_and(|r| r.starts_with("rotator"))
-                || text(m).contains(&ids.rotation_worker)
+                || m.text.contains(&ids.rotation_worker)
         })
-        .map(text)
+        .map(|m| m.text.clone())
         .collect();
     assert!(
         rotator.is_empty(),
