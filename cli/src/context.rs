@@ -26,6 +26,16 @@ impl Ctx {
         })
     }
 
+    /// A context over a given config and environment (tests running
+    /// commands in-process).
+    pub fn new(config: Config, env: Env) -> Ctx {
+        Ctx {
+            config,
+            env,
+            backends: OnceCell::new(),
+        }
+    }
+
     pub async fn backends(&self) -> Result<&Backends, Failure> {
         self.backends
             .get_or_try_init(|| {

@@ -13,16 +13,19 @@ use clap::Args;
 use patchpanda_shared::auth::local::LocalIssuer;
 use patchpanda_shared::backends::Backends;
 use patchpanda_shared::bus::local::{Dispatcher, LocalBus, Subscription};
+use patchpanda_shared::bus::topology::Function;
 use patchpanda_shared::config::{Backend, Config, Env};
 use patchpanda_shared::local::Home;
 use patchpanda_shared::names;
-use patchpanda_shared::runtime::server::App;
+use patchpanda_shared::runtime::server::{App, BoxError};
 use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
 use patchpanda_shared::{Error, SecretValue};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::commands::{Failure, Outcome};
+use crate::dev_emulator::EmulatorStack;
+use crate::dev_identity::Identities;
 
 #[derive(Debug, Args, Clone)]
 pub struct DevArgs {
@@ -42,6 +45,21 @@ pub struct Stack {
     pub ingest: SocketAddr,
     pub worker: SocketAddr,
     pub alerter: SocketAddr,
+    /// Set in emulator mode (PUBSUB_EMULATOR_HOST).
+    pub emulator: Option<EmulatorStack>,
+    /// Who each part acts as (production's accounts with
+    /// GOOGLE_CLOUD_PROJECT set).
+    pub identities: Identities,
+}
+
+impl Stack {
+    pub fn addr(&self, function: Function) -> SocketAddr {
+        match function {
+            Function::WebhookIngest => self.ingest,
+            Function::RotationWorker => self.worker,
+            Function::AuditAlerter => self.alerter,
+        }
+    }
 }
 
 pub async fn run(args: DevArgs) -> Outcome {
@@ -88,10 +106,10 @@ pub async fn start(
             ));
         }
     };
+    let identities = Identities::from_env(env)?;
     let home = Home::open(&home_path)?;
     let home_path =
         std::fs::canonicalize(home.path()).unwrap_or_else(|_| home.path().to_path_buf());
-    seed(env, &home_path).await?;
 
     if args.port_base > 65533 {
         return Err(Failure(format!(
@@ -113,42 +131,79 @@ pub async fn start(
         .iter()
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
-    let stack = Stack {
+    let mut stack = Stack {
         home: home_path.clone(),
         ingest: addrs[0],
         worker: addrs[1],
         alerter: addrs[2],
+        emulator: None,
+        identities: identities.clone(),
     };
 
-    let bus = Arc::new(LocalBus::open(&home)?);
-    subscribe(&bus, &stack, &args.push_github_events)?;
+    let issuer = Arc::new(LocalIssuer::open_or_create(&home_path)?);
+    // The bus exists before anything publishes: seeding already writes
+    // audit entries. The functions' ports are bound, so early pushes wait
+    // in their backlog.
+    let local_bus = match &config.pubsub_emulator {
+        Some(emulator) => {
+            let s = stack.clone();
+            let at = move |f: Function| s.addr(f);
+            stack.emulator = Some(
+                crate::dev_emulator::start(
+                    emulator,
+                    &at,
+                    &args.push_github_events,
+                    &identities,
+                    issuer.clone(),
+                    wait(shutdown.clone()),
+                )
+                .await?,
+            );
+            None
+        }
+        None => {
+            let bus = Arc::new(LocalBus::open(&home)?);
+            subscribe(&bus, &stack, &args.push_github_events)?;
+            Some(bus)
+        }
+    };
+    seed(env, &home_path, &identities).await?;
 
-    let fenv = |principal: &str, addr: SocketAddr| {
+    // The local bus's dispatcher signs its pushes as its own account.
+    let extra_push_callers: &[&str] = if local_bus.is_some() {
+        &[names::PRINCIPAL_PUSH]
+    } else {
+        &[]
+    };
+    let fenv = |function: Function| {
         let mut e = env.clone();
         e.set("PATCHPANDA_BACKEND", "local")
             .set("PATCHPANDA_HOME", home_path.display().to_string())
-            .set("PATCHPANDA_PRINCIPAL", principal)
-            .set("PORT", addr.port().to_string());
+            .set("PORT", stack.addr(function).port().to_string());
+        identities.function_env(function, &mut e, &config.principal, extra_push_callers);
         e
     };
+    fn started(name: &'static str) -> impl Fn(BoxError) -> Failure {
+        move |e| Failure(format!("{name} failed to start: {e}"))
+    }
     let apps: Vec<(&str, App)> = vec![
         ("webhook-ingest", {
-            let e = fenv(names::PRINCIPAL_WEBHOOK_INGEST, addrs[0]);
-            webhook_ingest::app(fconfig(&e, names::PRINCIPAL_WEBHOOK_INGEST)?, e)
+            let e = fenv(Function::WebhookIngest);
+            webhook_ingest::app(fconfig(&e, &identities.webhook_ingest)?, e)
                 .await
-                .map_err(|e| Failure(format!("webhook-ingest failed to start: {e}")))?
+                .map_err(started("webhook-ingest"))?
         }),
         ("rotation-worker", {
-            let e = fenv(names::PRINCIPAL_ROTATION_WORKER, addrs[1]);
-            rotation_worker::app(fconfig(&e, names::PRINCIPAL_ROTATION_WORKER)?, e)
+            let e = fenv(Function::RotationWorker);
+            rotation_worker::app(fconfig(&e, &identities.rotation_worker)?, e)
                 .await
-                .map_err(|e| Failure(format!("rotation-worker failed to start: {e}")))?
+                .map_err(started("rotation-worker"))?
         }),
         ("audit-alerter", {
-            let e = fenv(names::PRINCIPAL_AUDIT_ALERTER, addrs[2]);
-            audit_alerter::app(fconfig(&e, names::PRINCIPAL_AUDIT_ALERTER)?, e)
+            let e = fenv(Function::AuditAlerter);
+            audit_alerter::app(fconfig(&e, &identities.audit_alerter)?, e)
                 .await
-                .map_err(|e| Failure(format!("audit-alerter failed to start: {e}")))?
+                .map_err(started("audit-alerter"))?
         }),
     ];
     for ((name, app), listener) in apps.into_iter().zip(listeners) {
@@ -160,12 +215,14 @@ pub async fn start(
         });
     }
 
-    let issuer = Arc::new(LocalIssuer::open_or_create(&home_path)?);
-    let dispatcher = Dispatcher::new(bus.clone(), issuer.clone());
-    tokio::spawn(dispatcher.run(wait(shutdown.clone())));
+    if let Some(bus) = local_bus {
+        let dispatcher = Dispatcher::new(bus, issuer.clone());
+        tokio::spawn(dispatcher.run(wait(shutdown.clone())));
+    }
     tokio::spawn(crate::dev_scheduler::run(
         crate::dev_scheduler::jobs(&stack, config.github_app_id.is_some()),
         issuer,
+        identities.scheduler.clone(),
         wait(shutdown),
     ));
     Ok(stack)
@@ -190,7 +247,7 @@ fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<
         (
             "webhook-ingest-rotation",
             names::TOPIC_ROTATION_EVENTS,
-            url(stack.ingest, "/events/rotation"),
+            url(stack.ingest, webhook_ingest::ROUTE_ROTATION),
         ),
         (
             "audit-alerter-rotation",
@@ -235,12 +292,12 @@ fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<
 
 /// First start: a random webhook secret and a fresh App key, both `current`.
 /// Seeded as the rotation worker, the identity that provisions secrets.
-async fn seed(env: &Env, home: &Path) -> Result<(), Failure> {
+async fn seed(env: &Env, home: &Path, identities: &Identities) -> Result<(), Failure> {
     let mut e = env.clone();
     e.set("PATCHPANDA_BACKEND", "local")
         .set("PATCHPANDA_HOME", home.display().to_string())
-        .set("PATCHPANDA_PRINCIPAL", names::PRINCIPAL_ROTATION_WORKER);
-    let config = Config::from_env(&e, names::PRINCIPAL_ROTATION_WORKER)?;
+        .set("PATCHPANDA_PRINCIPAL", &identities.rotation_worker);
+    let config = Config::from_env(&e, &identities.rotation_worker)?;
     let b = Backends::open(&config).await?;
     let store = b.secrets.as_ref();
     let webhook = config.secret_id(names::WEBHOOK_SECRET);
@@ -299,7 +356,9 @@ async fn seed_one(
     Ok(true)
 }
 
-fn dev_private_key() -> Result<SecretValue, Failure> {
+/// A fresh RSA-2048 key in PKCS#8 PEM, the local stand-in for an App key
+/// downloaded from GitHub.
+pub fn dev_private_key() -> Result<SecretValue, Failure> {
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
         .map_err(|_| Failure("cannot generate an RSA key".into()))?;
     let der = pair
@@ -316,23 +375,69 @@ fn print_banner(s: &Stack) {
     let home = s.home.display();
     // Runnable as printed, whether installed or just built by `cargo run`.
     let pp = crate::output::program();
+    let see_published = match &s.emulator {
+        // The local bus is not in use; the emulator's pull subscription
+        // keeps what ingest published.
+        Some(e) => format!(
+            "  curl -s -X POST -H 'content-type: application/json' http://{}/v1/{}:pull -d '{{\"maxMessages\":10}}'",
+            e.emulator.host,
+            e.emulator
+                .subscription_name("patchpanda-github-events-pull")
+        ),
+        None => format!("  {pp} bus messages patchpanda-github-events"),
+    };
     println!(
         "PatchPanda Gateway local stack is up (state in {home})
-  webhook-ingest   http://{}   POST /webhook
+  webhook-ingest   http://{}   POST {}
   rotation-worker  http://{}
-  audit-alerter    http://{}
+  audit-alerter    http://{}{}{}
 
 Send a signed test delivery (in another terminal):
-  {pp} webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}/webhook
+  {pp} webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}{}
 See what webhook-ingest published:
-  {pp} bus messages patchpanda-github-events
+{see_published}
 Rotate the webhook secret:
   {pp} rotate webhook-secret
 
 Ctrl-C stops the stack; a second start reuses the same state.",
-        s.ingest, s.worker, s.alerter, s.ingest
+        s.ingest,
+        webhook_ingest::ROUTE_WEBHOOK,
+        s.worker,
+        s.alerter,
+        match &s.emulator {
+            Some(e) => format!(
+                "\n  Pub/Sub          emulator at {} (project {}), pushes relayed from {}",
+                e.emulator.host, e.emulator.project, e.relay
+            ),
+            None => String::new(),
+        },
+        match &s.identities.project {
+            Some(p) =>
+                format!("\n  identities       {p}'s service accounts (GOOGLE_CLOUD_PROJECT)"),
+            None => String::new(),
+        },
+        s.ingest,
+        webhook_ingest::ROUTE_WEBHOOK,
     );
 }
 
 const PING_EXAMPLE: &str = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"name":"web","active":true,"events":["push","pull_request"],"config":{"content_type":"json","insecure_ssl":"0","url":"http://127.0.0.1:8080/webhook"}},"sender":{"login":"octocat","id":1,"type":"User"}}
 "#;
+
+#[cfg(test)]
+mod tests {
+    use patchpanda_shared::bus::topology;
+
+    use super::*;
+
+    /// The emulator's subscriptions come from pubsub.tf (topology.rs); the
+    /// routes they push to must be the functions' own.
+    #[test]
+    fn pubsub_tf_pushes_to_the_functions_routes() {
+        for s in topology::pushes_to(Function::WebhookIngest) {
+            assert_eq!(s.path, webhook_ingest::ROUTE_ROTATION, "{}", s.key);
+        }
+        assert_eq!(topology::pushes_to(Function::RotationWorker).count(), 1);
+        assert_eq!(topology::pushes_to(Function::AuditAlerter).count(), 2);
+    }
+}

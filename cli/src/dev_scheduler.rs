@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchpanda_shared::auth::local::LocalIssuer;
-use patchpanda_shared::names;
 
 use crate::dev::Stack;
 
@@ -38,7 +37,7 @@ pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
     if github_app {
         jobs.push(Job {
             name: "redeliver",
-            url: format!("http://{}/tasks/redeliver", stack.ingest),
+            url: format!("http://{}{}", stack.ingest, webhook_ingest::ROUTE_REDELIVER),
             body: None,
             every: Duration::from_secs(600),
         });
@@ -46,9 +45,12 @@ pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
     jobs
 }
 
+/// Runs `jobs` until `shutdown`, signing each call as `identity` (Cloud
+/// Scheduler's account).
 pub async fn run(
     jobs: Vec<Job>,
     issuer: Arc<LocalIssuer>,
+    identity: String,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let client = reqwest::Client::builder()
@@ -58,13 +60,14 @@ pub async fn run(
     let tasks = jobs.into_iter().map(|job| {
         let client = client.clone();
         let issuer = issuer.clone();
+        let identity = identity.clone();
         async move {
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + job.every, job.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
-                call(&client, &issuer, &job).await;
+                call(&client, &issuer, &identity, &job).await;
             }
         }
     });
@@ -75,12 +78,8 @@ pub async fn run(
     }
 }
 
-async fn call(client: &reqwest::Client, issuer: &LocalIssuer, job: &Job) {
-    let token = match issuer.mint(
-        &job.url,
-        names::PRINCIPAL_SCHEDULER,
-        Duration::from_secs(300),
-    ) {
+async fn call(client: &reqwest::Client, issuer: &LocalIssuer, identity: &str, job: &Job) {
+    let token = match issuer.mint(&job.url, identity, Duration::from_secs(300)) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(job = job.name, error = %e, "cannot mint a scheduler token");

@@ -4,9 +4,11 @@
 //! rest is the commands' own.
 
 pub mod commands;
-pub(crate) mod context;
+pub mod context;
 pub mod dev;
-pub(crate) mod dev_scheduler;
+pub mod dev_emulator;
+pub mod dev_identity;
+pub mod dev_scheduler;
 pub mod failure;
 pub(crate) mod id_token;
 pub mod logging;

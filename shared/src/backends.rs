@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::bus::Bus;
+use crate::bus::emulator::PubsubEmulator;
 use crate::bus::gcp::GcpBus;
 use crate::bus::local::LocalBus;
 use crate::config::{Backend, Config};
@@ -41,12 +42,25 @@ pub struct GcpParts {
 #[derive(Clone)]
 pub struct LocalParts {
     pub home: Arc<Home>,
+    /// The local bus. In emulator mode nothing publishes to it: `bus` above
+    /// is the emulator.
     pub bus: Arc<LocalBus>,
+    /// Set in emulator mode.
+    pub emulator: Option<PubsubEmulator>,
 }
 
 impl fmt::Debug for Backends {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.local {
+            Some(LocalParts {
+                home,
+                emulator: Some(e),
+                ..
+            }) => format!(
+                "local at {}, Pub/Sub emulator at {}",
+                home.path().display(),
+                e.host
+            ),
             Some(parts) => format!("local at {}", parts.home.path().display()),
             None => "gcp".to_string(),
         };
@@ -59,7 +73,9 @@ impl fmt::Debug for Backends {
 impl Backends {
     /// Opens the backends `config` names. Local: everything under the home,
     /// acting as `config.principal`, with the KMS's and the store's audit
-    /// entries and event notifications going onto the local bus. Gcp: Secret
+    /// entries and event notifications going onto the local bus, or onto
+    /// Pub/Sub's emulator through the gcp bus code when
+    /// PUBSUB_EMULATOR_HOST is set (emulator mode). Gcp: Secret
     /// Manager, Cloud KMS and Pub/Sub of the project, with Application
     /// Default Credentials.
     pub async fn open(config: &Config) -> crate::Result<Backends> {
@@ -67,7 +83,10 @@ impl Backends {
             Backend::Local { home } => {
                 let home = Arc::new(Home::open(home)?);
                 let local_bus = Arc::new(LocalBus::open(&home)?);
-                let bus: Arc<dyn Bus> = local_bus.clone();
+                let bus: Arc<dyn Bus> = match &config.pubsub_emulator {
+                    Some(emulator) => Arc::new(emulator.bus().await?),
+                    None => local_bus.clone(),
+                };
                 let kms: Arc<dyn Kms> =
                     Arc::new(LocalKms::open(&home, &config.principal, Some(bus.clone()))?);
                 let secrets: Arc<dyn SecretStore> = Arc::new(LocalSecretStore::open(
@@ -83,6 +102,7 @@ impl Backends {
                     local: Some(LocalParts {
                         home,
                         bus: local_bus,
+                        emulator: config.pubsub_emulator.clone(),
                     }),
                     gcp: None,
                 })

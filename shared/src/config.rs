@@ -168,6 +168,9 @@ pub struct Config {
     /// K_SERVICE / K_REVISION when on Cloud Run.
     pub service: Option<String>,
     pub revision: Option<String>,
+    /// PUBSUB_EMULATOR_HOST on the local backend: the bus is Pub/Sub's
+    /// emulator (refused on gcp).
+    pub pubsub_emulator: Option<crate::bus::emulator::PubsubEmulator>,
 }
 
 impl Config {
@@ -273,7 +276,12 @@ impl Config {
                 Some(t)
             }
         };
+        let pubsub_emulator = crate::bus::emulator::PubsubEmulator::from_env(
+            env,
+            matches!(backend, Backend::Local { .. }),
+        )?;
         Ok(Config {
+            pubsub_emulator,
             port,
             backend,
             secret_prefix: env.string_or("PATCHPANDA_SECRET_PREFIX", names::DEFAULT_SECRET_PREFIX),

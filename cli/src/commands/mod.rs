@@ -81,9 +81,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn dispatch(ctx: &Ctx, command: Command) -> Outcome {
+/// Runs one command (not `dev`) in `ctx`; tests run commands in-process.
+pub async fn dispatch(ctx: &Ctx, command: Command) -> Outcome {
     match command {
-        Command::Dev(_) => unreachable!("handled before the context is built"),
+        Command::Dev(_) => Err(Failure(
+            "`dev` starts the stack itself; it does not run in a command context".into(),
+        )),
         Command::Secrets(c) => secrets::run(ctx, c).await,
         Command::Rotate(a) => rotate::rotate(ctx, a).await,
         Command::Rollback(a) => rotate::rollback(ctx, a).await,

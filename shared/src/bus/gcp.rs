@@ -145,6 +145,16 @@ impl GcpBus {
         )
     }
 
+    /// A bus over a publisher and an admin client built elsewhere (the
+    /// emulator's, with its endpoint and anonymous credentials).
+    pub(crate) fn with_publisher(
+        project: &str,
+        publisher: Arc<dyn TopicPublisher>,
+        admin: TopicAdmin,
+    ) -> Self {
+        Self::with_parts(project, publisher, admin)
+    }
+
     fn with_parts(project: &str, publisher: Arc<dyn TopicPublisher>, admin: TopicAdmin) -> Self {
         Self {
             project: project.to_string(),

@@ -1,7 +1,10 @@
-//! Publishing to topics: Pub/Sub (gcp) or the local durable bus.
+//! Publishing to topics: Pub/Sub (gcp, or Google's emulator) or the local
+//! durable bus.
 
+pub mod emulator;
 pub mod gcp;
 pub mod local;
+pub mod topology;
 
 use std::collections::BTreeMap;
 

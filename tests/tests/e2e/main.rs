@@ -1,5 +1,10 @@
 //! End-to-end: the three functions, the bus and the scheduler together, as
-//! `patchpanda dev` runs them.
+//! `patchpanda dev` runs them: on the local bus here, through Google's
+//! Pub/Sub emulator in `emulator`, as a project's deployment in
+//! `identities`.
+
+mod emulator;
+mod identities;
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -323,8 +328,8 @@ async fn gh_patch_hook_config(
     gh_hook_config().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotating_the_webhook_secret_under_load_rejects_no_valid_delivery() {
+/// Starts a [`FakeGitHub`]; returns it and its base URL.
+async fn start_fake_github() -> (FakeGitHub, String) {
     let gh = FakeGitHub::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gh_url = format!("http://{}", listener.local_addr().unwrap());
@@ -336,6 +341,33 @@ async fn rotating_the_webhook_secret_under_load_rejects_no_valid_delivery() {
         )
         .with_state(gh.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (gh, gh_url)
+}
+
+/// POSTs `body` to a task route of the stack with a token minted by the
+/// stack's local issuer as `caller`; returns the status and body.
+async fn call_task(
+    home: &std::path::Path,
+    url: &str,
+    caller: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, String) {
+    let issuer = LocalIssuer::open_or_create(home).unwrap();
+    let token = issuer.mint(url, caller, Duration::from_secs(300)).unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_webhook_secret_under_load_rejects_no_valid_delivery() {
+    let (gh, gh_url) = start_fake_github().await;
 
     let home = tempfile::tempdir().unwrap();
     let running = start_stack(
