@@ -10,6 +10,7 @@ pub mod backends;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub(crate) mod gcp;
 pub mod github;
 pub mod kms;
 pub mod local;
