@@ -147,8 +147,10 @@ pub trait SecretStore: Send + Sync + 'static {
     /// All versions, newest first.
     async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>>;
     async fn set_state(&self, id: &str, number: u64, change: StateChange) -> Result<SecretVersion>;
-    /// Replaces aliases and/or annotations. With `etag`, fails `Aborted` if the
-    /// secret changed since that etag was read.
+    /// Replaces aliases and/or annotations. With `etag`, fails
+    /// `FailedPrecondition` (Secret Manager's FAILED_PRECONDITION) if the
+    /// secret changed since that etag was read; every update, even one that
+    /// changes nothing, makes a new etag.
     async fn update_secret(
         &self,
         id: &str,

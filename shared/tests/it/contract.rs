@@ -48,6 +48,28 @@ macro_rules! assert_err {
     }};
 }
 
+/// Re-evaluates `$result` until it matches `$expected` or `$settle` has
+/// passed: Secret Manager documents that disabling or destroying a version
+/// "takes time to propagate through the system", so the live run waits for
+/// what the local store and the fakes do at once.
+macro_rules! eventually {
+    ($settle:expr, $result:expr, $expected:pat) => {{
+        let deadline = std::time::Instant::now() + $settle;
+        loop {
+            let r = $result;
+            if matches!(r, $expected) || std::time::Instant::now() >= deadline {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }};
+}
+
+/// How long the contract waits for a version's state change to reach
+/// accesses: nothing for local and fakes, a minute for real GCP.
+const NO_SETTLING: std::time::Duration = std::time::Duration::ZERO;
+const LIVE_SETTLING: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
 }
@@ -55,7 +77,7 @@ fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 /// Secret Manager's behaviour as the gateway relies on it. Works in a
 /// namespace of secret ids starting with `prefix` (other secrets may exist)
 /// and deletes everything it created.
-async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
+async fn secret_store_contract(store: &dyn SecretStore, prefix: &str, settle: std::time::Duration) {
     let a = format!("{prefix}a");
     let b = format!("{prefix}b");
     let c = format!("{prefix}c");
@@ -173,7 +195,50 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
         .unwrap();
     assert_eq!(previous.number, 1);
 
-    // A stale etag is refused and changes nothing.
+    // Versions are resources of their own: adding one or changing its state
+    // leaves the secret's etag as it was (docs/etags: "updating a secret
+    // version does not affect the secret ETag").
+    let c1 = store.add_version(&c, b"c1").await.unwrap();
+    let c_before = store.get_secret(&c).await.unwrap();
+    store.add_version(&c, b"c2").await.unwrap();
+    store
+        .set_state(&c, c1.number, StateChange::Disable)
+        .await
+        .unwrap();
+    assert_eq!(store.get_secret(&c).await.unwrap().etag, c_before.etag);
+    // An update that changes nothing still makes a new etag.
+    let same = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(set.aliases.clone()),
+                annotations: None,
+            },
+            Some(&set.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.aliases, set.aliases);
+    assert_ne!(same.etag, set.etag);
+    // The old etag is now stale.
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(set.aliases.clone()),
+                    annotations: None,
+                },
+                Some(&set.etag),
+            )
+            .await,
+        FailedPrecondition
+    );
+    let set = same;
+
+    // A stale etag is refused with FAILED_PRECONDITION, as Secret Manager
+    // answers it (https://cloud.google.com/secret-manager/docs/etags), and
+    // changes nothing.
     assert_err!(
         store
             .update_secret(
@@ -185,7 +250,7 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
                 Some(&before.etag),
             )
             .await,
-        Aborted
+        FailedPrecondition
     );
     assert_eq!(store.get_secret(&a).await.unwrap().aliases, set.aliases);
 
@@ -245,6 +310,67 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
             .await,
         InvalidArgument
     );
+    // Reserved names in any case, and names that do not start with a letter.
+    for reserved in ["Latest", "LATEST", "new", "NEW", "New", "1st", "-x"] {
+        let refused = store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[(reserved, 1)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "alias {reserved:?}: {:?}",
+            refused.map(|_| ())
+        );
+    }
+    // Upper case is allowed, and an alias that can be set can be named.
+    let cased = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(aliases(&[("current", 3), ("previous", 2), ("Old-1", 1)])),
+                annotations: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let by_name: VersionRef = "Old-1".parse().unwrap();
+    assert_eq!(
+        store.access(&a, &by_name).await.unwrap().value.expose(),
+        b"one"
+    );
+    // Unverified (live test): an alias must name a version that exists
+    // (INVALID_ARGUMENT) and is not destroyed (below).
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("current", 99)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await,
+        InvalidArgument
+    );
+    store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(moved.aliases.clone()),
+                annotations: None,
+            },
+            Some(&cased.etag),
+        )
+        .await
+        .unwrap();
     assert_err!(
         store
             .update_secret(
@@ -267,15 +393,27 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
         (3, VersionState::Disabled)
     );
     assert_err!(
-        store.access(&a, &VersionRef::Number(3)).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Number(3)).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
-        store.access(&a, &VersionRef::Latest).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Latest).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
-        store.access(&a, &VersionRef::alias("current")).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::alias("current")).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_eq!(
@@ -301,9 +439,7 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     let enabled = store.set_state(&a, 3, StateChange::Enable).await.unwrap();
     assert_eq!(enabled.state, VersionState::Enabled);
     assert_eq!(
-        store
-            .access(&a, &VersionRef::Latest)
-            .await
+        eventually!(settle, store.access(&a, &VersionRef::Latest).await, Ok(_))
             .unwrap()
             .value
             .expose(),
@@ -315,7 +451,11 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     assert_eq!(destroyed.state, VersionState::Destroyed);
     assert!(destroyed.destroy_time.is_some());
     assert_err!(
-        store.access(&a, &VersionRef::Number(1)).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Number(1)).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
@@ -329,6 +469,25 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     assert_err!(
         store.set_state(&a, 99, StateChange::Disable).await,
         NotFound
+    );
+    // Unverified (live test): no alias may name a destroyed version, and a
+    // version an alias names cannot be destroyed.
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("current", 3), ("previous", 1)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.set_state(&a, 2, StateChange::Destroy).await,
+        FailedPrecondition
     );
 
     // Versions list newest first with their states.
@@ -508,13 +667,13 @@ async fn local_secret_store_meets_the_contract() {
     let (_dir, home) = local_home();
     let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
     let store = LocalSecretStore::open(&home, PRINCIPAL, Arc::new(kms), None).unwrap();
-    secret_store_contract(&store, "contract-").await;
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
 }
 
 #[tokio::test]
 async fn gcp_secret_store_meets_the_contract() {
     let store = GcpSecretStore::from_stub("p1", FakeSecretManager::new("p1"));
-    secret_store_contract(&store, "contract-").await;
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
 }
 
 #[tokio::test]
@@ -588,7 +747,9 @@ async fn live_gcp_meets_the_contract() {
     let run = {
         let store = store.clone();
         let prefix = prefix.clone();
-        tokio::spawn(async move { secret_store_contract(store.as_ref(), &prefix).await })
+        tokio::spawn(
+            async move { secret_store_contract(store.as_ref(), &prefix, LIVE_SETTLING).await },
+        )
     };
     let outcome = run.await;
     // Clean up whatever a failed run left behind before reporting it.
@@ -636,4 +797,62 @@ async fn live_gcp_meets_the_contract() {
         }
         None => eprintln!("SKIPPED live Cloud KMS part: set PATCHPANDA_LIVE_KMS_KEY"),
     }
+}
+
+/// Secret Manager's version etags, through the client library against the
+/// fake (the store itself sends none): a change that changes nothing still
+/// makes a new etag, and a stale one fails FAILED_PRECONDITION
+/// (https://cloud.google.com/secret-manager/docs/etags).
+#[tokio::test]
+async fn fake_secret_manager_version_etags_follow_the_docs() {
+    use google_cloud_gax::error::rpc::Code;
+    use google_cloud_secretmanager_v1::client::SecretManagerService;
+    use google_cloud_secretmanager_v1::model;
+
+    let fake = FakeSecretManager::new("p1");
+    let client = SecretManagerService::from_stub(fake.clone());
+    let store = GcpSecretStore::from_stub("p1", fake);
+    store.create_secret("s").await.unwrap();
+    store.add_version("s", b"v").await.unwrap();
+    let name = "projects/p1/secrets/s/versions/1";
+    let first: model::SecretVersion = client
+        .get_secret_version()
+        .set_name(name)
+        .send()
+        .await
+        .unwrap();
+    assert!(!first.etag.is_empty());
+    // Enabling an enabled version changes nothing but its etag.
+    let again = client
+        .enable_secret_version()
+        .set_name(name)
+        .set_etag(first.etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(again.etag, first.etag);
+    let stale = client
+        .disable_secret_version()
+        .set_name(name)
+        .set_etag(first.etag.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.status().map(|s| s.code),
+        Some(Code::FailedPrecondition)
+    );
+    // The secret's own etag guards DeleteSecret the same way.
+    let stale = client
+        .delete_secret()
+        .set_name("projects/p1/secrets/s")
+        .set_etag("\"stale\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.status().map(|s| s.code),
+        Some(Code::FailedPrecondition)
+    );
+    store.get_secret("s").await.unwrap();
 }

@@ -251,8 +251,10 @@ pub(super) fn apply_update(
     if let Some(expected) = etag
         && expected != secret.etag
     {
-        return Err(Error::Aborted(format!(
-            "Secret [{}] changed since etag {expected} was read (now {})",
+        // What Secret Manager answers (FAILED_PRECONDITION, HTTP 400):
+        // https://cloud.google.com/secret-manager/docs/etags
+        return Err(Error::FailedPrecondition(format!(
+            "The etag provided does not match the current etag of Secret [{}]: {expected} was read, it is now {}",
             secret_name(id),
             secret.etag
         )));

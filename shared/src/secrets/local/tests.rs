@@ -221,14 +221,14 @@ async fn aliases_and_etags() {
         b"v1"
     );
 
-    // A stale etag is Aborted and changes nothing.
+    // A stale etag is FailedPrecondition and changes nothing.
     let stale = SecretUpdate {
         aliases: Some(BTreeMap::new()),
         annotations: None,
     };
     assert!(matches!(
         s.update_secret(ID, stale.clone(), Some(&before.etag)).await,
-        Err(Error::Aborted(_))
+        Err(Error::FailedPrecondition(_))
     ));
     assert_eq!(s.get_secret(ID).await.unwrap(), updated);
     // Without an etag the update always applies.
