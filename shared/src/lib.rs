@@ -20,6 +20,8 @@ pub mod runtime;
 pub mod secret_value;
 pub mod secrets;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use secret_value::SecretValue;

@@ -742,6 +742,13 @@ async fn local_secret_store_meets_the_contract() {
     secret_store_contract(&store, "contract-", NO_SETTLING).await;
 }
 
+/// The test double other crates use answers as the real stores do.
+#[tokio::test]
+async fn memory_secret_store_meets_the_contract() {
+    let store = patchpanda_shared::testing::MemorySecretStore::new();
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
+}
+
 #[tokio::test]
 async fn gcp_secret_store_meets_the_contract() {
     let store = GcpSecretStore::from_stub("p1", FakeSecretManager::new("p1"));

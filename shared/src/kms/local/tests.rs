@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::local::audit::memory::MemoryBus;
 use crate::names;
+use crate::testing::RecordingBus;
 
-fn open(dir: &std::path::Path, bus: Option<Arc<MemoryBus>>) -> LocalKms {
+fn open(dir: &std::path::Path, bus: Option<Arc<RecordingBus>>) -> LocalKms {
     let home = Home::open(dir).unwrap();
     LocalKms::open(
         &home,
@@ -85,7 +85,7 @@ async fn round_trip_and_aad_binding() {
 #[tokio::test]
 async fn rotation_keeps_old_ciphertexts_readable_until_disabled() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Arc::new(MemoryBus::default());
+    let bus = Arc::new(RecordingBus::new());
     let kms = open(dir.path(), Some(bus.clone()));
     let old = kms.encrypt(b"one", b"").await.unwrap();
     let v2 = kms.create_version().await.unwrap();

@@ -10,8 +10,8 @@ use super::*;
 use crate::audit_log::sm;
 use crate::bus::Bus;
 use crate::kms::local::LocalKms;
-use crate::local::audit::memory::MemoryBus;
 use crate::secrets::{Secret, SecretStore, SecretUpdate, StateChange, VersionRef, VersionState};
+use crate::testing::{Call, Flaky, RecordingBus};
 use crate::{Error, names};
 
 const ID: &str = "patchpanda-webhook-secret";
@@ -20,14 +20,14 @@ struct Fixture {
     _dir: tempfile::TempDir,
     home: Home,
     kms: Arc<LocalKms>,
-    bus: Arc<MemoryBus>,
+    bus: Arc<Flaky<RecordingBus>>,
     store: LocalSecretStore,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::open(dir.path()).unwrap();
-    let bus = Arc::new(MemoryBus::default());
+    let bus = Arc::new(Flaky::new(RecordingBus::new()));
     let kms = Arc::new(LocalKms::open(&home, names::PRINCIPAL_OPERATOR_DEFAULT, None).unwrap());
     let store = reopen(&home, &kms, &bus);
     Fixture {
@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
 }
 
 /// Another "process" on the same home.
-fn reopen(home: &Home, kms: &Arc<LocalKms>, bus: &Arc<MemoryBus>) -> LocalSecretStore {
+fn reopen(home: &Home, kms: &Arc<LocalKms>, bus: &Arc<Flaky<RecordingBus>>) -> LocalSecretStore {
     LocalSecretStore::open(
         home,
         names::PRINCIPAL_OPERATOR_DEFAULT,
@@ -478,7 +478,7 @@ async fn no_plaintext_on_disk() {
         );
     }
     // Nor in what the bus was given.
-    for (_, m) in f.bus.messages.lock().unwrap().iter() {
+    for (_, m) in f.bus.inner().messages().iter() {
         assert!(!m.data.windows(marker.len()).any(|w| w == marker));
     }
 }
@@ -511,7 +511,7 @@ async fn audit_entries_and_event_notifications() {
     s.list_secrets().await.unwrap();
     s.delete_secret(ID).await.unwrap();
 
-    let entries = f.bus.audit_entries();
+    let entries = f.bus.inner().audit_entries();
     let seen: Vec<(String, String, String, i32)> = entries
         .iter()
         .map(|e| {
@@ -641,7 +641,7 @@ async fn audit_entries_and_event_notifications() {
     assert_eq!(failed.message.as_deref(), Some("FAILED_PRECONDITION"));
     assert!(!entries[0].is_data_access());
 
-    let events = f.bus.on(names::TOPIC_SECRET_EVENTS);
+    let events = f.bus.inner().on(names::TOPIC_SECRET_EVENTS);
     let types: Vec<&str> = events
         .iter()
         .map(|m| m.attributes["eventType"].as_str())
@@ -682,12 +682,14 @@ async fn audit_entries_and_event_notifications() {
 #[tokio::test]
 async fn a_failing_bus_fails_nothing() {
     let f = fixture();
-    f.bus.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    f.bus
+        .fail_always(Call::Publish, Error::Unavailable("test bus is down".into()));
     let s = &f.store;
     s.create_secret(ID).await.unwrap();
     s.add_version(ID, b"kept").await.unwrap();
     assert_eq!(value(s, VersionRef::Latest).await.unwrap(), b"kept");
-    assert!(f.bus.messages.lock().unwrap().is_empty());
+    assert!(f.bus.inner().is_empty());
+    assert!(f.bus.calls(Call::Publish) > 0, "it was asked");
 }
 
 #[tokio::test]
@@ -711,5 +713,5 @@ async fn two_processes_share_a_home() {
         let v = b.access(ID, &VersionRef::Number(n)).await.unwrap();
         assert!(v.value.expose_str().unwrap().starts_with("value-"));
     }
-    f.bus.clear();
+    f.bus.inner().clear();
 }
