@@ -7,6 +7,7 @@
 //! logged, a lost change would be worse.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
@@ -19,7 +20,7 @@ use super::{
     AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
 };
 use crate::audit_log::{SERVICE_SECRET_MANAGER, sm};
-use crate::bus::Message;
+use crate::bus::{Bus, Message};
 use crate::local::audit::{Call, PROJECT, Publisher};
 use crate::{Error, Result, names};
 
@@ -41,6 +42,13 @@ impl<S: SecretStore> Audited<S> {
     /// Audits calls as the publisher's principal, onto its bus (if any).
     pub(crate) fn new(inner: S, publisher: Publisher) -> Self {
         Self { inner, publisher }
+    }
+
+    /// Audits calls to `inner` as `principal`, onto `bus` when there is
+    /// one (e.g. a [`crate::testing::MemorySecretStore`] whose calls should
+    /// leave the audit entries and notifications the local store leaves).
+    pub fn with_bus(inner: S, principal: &str, bus: Option<Arc<dyn Bus>>) -> Self {
+        Self::new(inner, Publisher::new(bus, principal))
     }
 
     /// The decorated store.
@@ -386,4 +394,46 @@ fn version_json(v: &SecretVersion) -> Value {
         j["destroyTime"] = json!(ts(d));
     }
     j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemorySecretStore, RecordingBus};
+
+    #[tokio::test]
+    async fn any_store_gets_audit_entries_and_notifications() {
+        let bus = Arc::new(RecordingBus::new());
+        let store = Audited::with_bus(
+            MemorySecretStore::new(),
+            names::PRINCIPAL_OPERATOR_DEFAULT,
+            Some(bus.clone() as Arc<dyn Bus>),
+        );
+        store.create_secret("s").await.unwrap();
+        store.add_version("s", b"v").await.unwrap();
+        store.set_state("s", 1, StateChange::Disable).await.unwrap();
+        // A failed access names the version it resolved to.
+        assert!(store.access("s", &VersionRef::Latest).await.is_err());
+        let entries = bus.audit_entries();
+        let access = entries.last().unwrap().proto_payload.as_ref().unwrap();
+        assert_eq!(access.method_name, sm::ACCESS_SECRET_VERSION);
+        assert_eq!(access.resource_name, "projects/local/secrets/s/versions/1");
+        assert_eq!(
+            access.request.as_ref().unwrap()["name"],
+            "projects/local/secrets/s/versions/latest"
+        );
+        let events: Vec<String> = bus
+            .on(names::TOPIC_SECRET_EVENTS)
+            .iter()
+            .map(|m| m.attributes["eventType"].clone())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "SECRET_CREATE",
+                "SECRET_VERSION_ADD",
+                "SECRET_VERSION_DISABLE"
+            ]
+        );
+    }
 }

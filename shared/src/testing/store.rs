@@ -1,7 +1,9 @@
 //! Secret Manager in memory, for tests: the same rules and answers as the
 //! local store (`crate::secrets::local`), held to the same contract suite
 //! (`tests/it/contract.rs`), without a disk, a KMS or a bus. Wrap it in
-//! `Audited` to see audit entries, in [`super::Flaky`] to make it fail.
+//! [`crate::secrets::audited::Audited::with_bus`] to see audit entries and
+//! notifications, in [`super::Flaky`] to make it fail. Resource names say
+//! `projects/local`, as the local store's do.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,7 +11,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::ManualClock;
-use crate::secrets::rules::{self, shown};
+use crate::secrets::local::{secret_name, version_name};
+use crate::secrets::rules;
 use crate::secrets::{
     AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
     VersionState,
@@ -67,14 +70,6 @@ impl MemorySecretStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn secret_name(id: &str) -> String {
-    format!("projects/memory/secrets/{}", shown(id))
-}
-
-fn version_name(id: &str, n: u64) -> String {
-    format!("{}/versions/{n}", secret_name(id))
 }
 
 fn not_found(id: &str) -> Error {
