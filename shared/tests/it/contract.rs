@@ -659,28 +659,48 @@ async fn kms_rotation_contract(kms: &dyn Kms) {
     );
 }
 
-/// Puts one version of `key` into `state` through the client library: the
-/// `Kms` trait has no such call (the gateway never disables key versions),
-/// but what the service does with disabled ones is what the envelope code
-/// meets when an operator disables one.
-async fn set_key_version_state(
-    client: &google_cloud_kms_v1::client::KeyManagementService,
-    key: &str,
-    number: u64,
-    state: google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState,
-) {
-    use google_cloud_kms_v1::model;
-    client
-        .update_crypto_key_version()
-        .set_crypto_key_version(
-            model::CryptoKeyVersion::new()
-                .set_name(format!("{key}/cryptoKeyVersions/{number}"))
-                .set_state(state),
-        )
-        .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
-        .send()
-        .await
-        .unwrap();
+/// Enables or disables one key version: the `Kms` trait has no such call
+/// (the gateway never disables key versions), but what the service does
+/// with disabled ones is what the envelope code meets when an operator
+/// disables one.
+enum KeySwitch<'a> {
+    /// Through the client library (UpdateCryptoKeyVersion on `state`).
+    Client(
+        &'a google_cloud_kms_v1::client::KeyManagementService,
+        &'a str,
+    ),
+    Local(&'a LocalKms),
+}
+
+impl KeySwitch<'_> {
+    async fn set(&self, number: u64, enabled: bool) {
+        use google_cloud_kms_v1::model;
+        use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState as S;
+        match self {
+            KeySwitch::Client(client, key) => {
+                let state = if enabled { S::Enabled } else { S::Disabled };
+                client
+                    .update_crypto_key_version()
+                    .set_crypto_key_version(
+                        model::CryptoKeyVersion::new()
+                            .set_name(format!("{key}/cryptoKeyVersions/{number}"))
+                            .set_state(state),
+                    )
+                    .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            KeySwitch::Local(kms) => {
+                let state = if enabled {
+                    KeyVersionState::Enabled
+                } else {
+                    KeyVersionState::Disabled
+                };
+                kms.set_version_state(number, state).await.unwrap();
+            }
+        }
+    }
 }
 
 /// Cloud KMS with a disabled version: it can neither encrypt (as primary)
@@ -689,16 +709,13 @@ async fn set_key_version_state(
 /// Creates versions and moves the primary: for scratch keys only.
 async fn kms_disabled_version_contract(
     kms: &dyn Kms,
-    client: &google_cloud_kms_v1::client::KeyManagementService,
-    key: &str,
+    switch: KeySwitch<'_>,
     settle: std::time::Duration,
 ) {
-    use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState as S;
-
     let n = kms.create_version().await.unwrap().number;
     kms.set_primary(n).await.unwrap();
     let ct = kms.encrypt(b"under n", b"aad").await.unwrap();
-    set_key_version_state(client, key, n, S::Disabled).await;
+    switch.set(n, false).await;
     assert_err!(
         eventually!(
             settle,
@@ -719,7 +736,7 @@ async fn kms_disabled_version_contract(
     kms.set_primary(m).await.unwrap();
     assert_err!(kms.set_primary(n).await, FailedPrecondition);
     // Re-enabled, it decrypts what it encrypted.
-    set_key_version_state(client, key, n, S::Enabled).await;
+    switch.set(n, true).await;
     assert_eq!(
         eventually!(settle, kms.decrypt(&ct, b"aad").await, Ok(_))
             .unwrap()
@@ -761,6 +778,7 @@ async fn local_kms_meets_the_contract() {
     let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
     kms_crypto_contract(&kms).await;
     kms_rotation_contract(&kms).await;
+    kms_disabled_version_contract(&kms, KeySwitch::Local(&kms), NO_SETTLING).await;
 }
 
 #[tokio::test]
@@ -770,7 +788,7 @@ async fn gcp_kms_meets_the_contract() {
     kms_crypto_contract(&kms).await;
     kms_rotation_contract(&kms).await;
     let client = google_cloud_kms_v1::client::KeyManagementService::from_stub(fake);
-    kms_disabled_version_contract(&kms, &client, KEY_NAME, NO_SETTLING).await;
+    kms_disabled_version_contract(&kms, KeySwitch::Client(&client, KEY_NAME), NO_SETTLING).await;
 }
 
 /// What only a fake can show: a payload corrupted at rest is caught by the
@@ -891,7 +909,8 @@ async fn live_gcp_meets_the_contract() {
                 .build()
                 .await
                 .unwrap();
-            kms_disabled_version_contract(&kms, &client, &key, LIVE_SETTLING).await;
+            kms_disabled_version_contract(&kms, KeySwitch::Client(&client, &key), LIVE_SETTLING)
+                .await;
         }
         None => eprintln!(
             "SKIPPED live Cloud KMS key-version part: set PATCHPANDA_LIVE_KMS_SCRATCH_KEY to a key made for this test (it creates versions, moves the primary and disables a version)"
