@@ -30,9 +30,10 @@ pub struct Audited<S> {
     publisher: Publisher,
 }
 
-impl<S> std::fmt::Debug for Audited<S> {
+impl<S: std::fmt::Debug> std::fmt::Debug for Audited<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalSecretStore")
+        f.debug_struct("Audited")
+            .field("inner", &self.inner)
             .field("principal", &self.publisher.principal())
             .finish_non_exhaustive()
     }
