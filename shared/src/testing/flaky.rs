@@ -83,7 +83,12 @@ impl<T> Flaky<T> {
     /// The next `n` calls of kind `call` fail with `error` (without reaching
     /// the inner backend); `usize::MAX` fails them until [`Flaky::heal`].
     pub fn fail_next(&self, call: Call, n: usize, error: Error) {
-        self.plan().faults.insert(call, (n, error));
+        let mut plan = self.plan();
+        if n == 0 {
+            plan.faults.remove(&call);
+        } else {
+            plan.faults.insert(call, (n, error));
+        }
     }
 
     /// Every call of kind `call` fails with `error` until healed.
@@ -240,11 +245,13 @@ mod tests {
         }
         bus.check().await.unwrap();
         bus.publish("t", Message::new("y")).await.unwrap();
-        assert_eq!(bus.calls(Call::Publish), 3);
+        bus.fail_next(Call::Publish, 0, Error::Internal("never".into()));
+        bus.publish("t", Message::new("z")).await.unwrap();
+        assert_eq!(bus.calls(Call::Publish), 4);
         assert_eq!(bus.calls(Call::Check), 1);
         assert_eq!(
             bus.inner().on("t").len(),
-            1,
+            2,
             "failed calls never reached it"
         );
     }
