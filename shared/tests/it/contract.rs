@@ -167,6 +167,15 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str, settle: st
         store.access(&a, &VersionRef::alias("current")).await,
         NotFound
     );
+    // A reference no rule allows is refused as such, before any lookup.
+    for bad in [
+        VersionRef::Number(0),
+        VersionRef::alias("no/such"),
+        VersionRef::alias("Latest"),
+    ] {
+        assert_err!(store.access(&a, &bad).await, InvalidArgument);
+        assert_err!(store.get_version(&a, &bad).await, InvalidArgument);
+    }
 
     // Aliases, guarded by the etag.
     let before = store.get_secret(&a).await.unwrap();

@@ -16,7 +16,9 @@ use super::{secret_name, version_name};
 use crate::kms::Kms;
 use crate::kms::envelope::{self, Sealed};
 use crate::local::{Db, Home, sqlite_error};
-use crate::secrets::rules::{validate_payload, validate_secret_id, validate_update};
+use crate::secrets::rules::{
+    validate_payload, validate_secret_id, validate_update, validate_version,
+};
 use crate::secrets::{
     AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
     VersionState,
@@ -171,6 +173,7 @@ impl SecretStore for SqlSecretStore {
 
     async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
         validate_secret_id(id)?;
+        validate_version(version)?;
         let owned = id.to_string();
         let vref = version.clone();
         let row = self
@@ -187,6 +190,7 @@ impl SecretStore for SqlSecretStore {
 
     async fn get_version(&self, id: &str, version: &VersionRef) -> Result<SecretVersion> {
         validate_secret_id(id)?;
+        validate_version(version)?;
         let id = id.to_string();
         let version = version.clone();
         self.db
