@@ -10,10 +10,13 @@ pub enum Error {
     AlreadyExists(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The resource is in the wrong state (e.g. accessing a disabled version).
+    /// The resource is in the wrong state (e.g. accessing a disabled version),
+    /// or an etag did not match: someone else changed the resource first
+    /// (Secret Manager answers a stale etag this way; re-read and retry).
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
-    /// An etag did not match: someone else changed the resource first.
+    /// A concurrency conflict the caller may retry as is (e.g. too many
+    /// concurrent writers).
     #[error("aborted: {0}")]
     Aborted(String),
     #[error("permission denied: {0}")]

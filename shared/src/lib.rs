@@ -16,6 +16,7 @@ pub mod backends;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub(crate) mod gcp;
 pub mod github;
 pub mod kms;
 pub mod local;
@@ -25,6 +26,8 @@ pub mod runtime;
 pub mod secret_value;
 pub mod secrets;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use backends::Backends;
 pub use config::{Config, Env};

@@ -14,7 +14,7 @@ use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message as PubsubMessage;
 
 use super::{Bus, Message};
-use crate::secrets::gcp::gax;
+use crate::gcp::gax;
 use crate::{Error, Result, names};
 
 /// Pub/Sub's limits on what one message may carry.

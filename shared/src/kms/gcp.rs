@@ -12,7 +12,7 @@ use google_cloud_kms_v1::model;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState as State;
 
 use super::{KeyInfo, KeyVersion, KeyVersionState, Kms};
-use crate::secrets::gcp::{gax, zeroize_bytes};
+use crate::gcp::{gax, zeroize_bytes};
 use crate::{Error, Result, SecretValue};
 
 /// Cloud KMS's limit on plaintext and on additional authenticated data.

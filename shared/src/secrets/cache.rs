@@ -348,103 +348,60 @@ fn with_context(e: Error, context: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use async_trait::async_trait;
     use tokio::sync::{Barrier, Notify, Semaphore};
 
     use super::*;
-    use crate::kms::local::LocalKms;
-    use crate::local::Home;
-    use crate::secrets::local::LocalSecretStore;
-    use crate::secrets::{SecretUpdate, SecretVersion, StateChange};
-
-    /// Wraps a real store: counts fetches (`get_secret` calls), can fail
-    /// them, hold them at a gate, or make them meet at a barrier.
-    struct Counting {
-        inner: LocalSecretStore,
-        fetches: AtomicUsize,
-        failing: AtomicBool,
-        entered: Notify,
-        gate: Option<Semaphore>,
-        barrier: Option<Barrier>,
-    }
-
-    #[async_trait]
-    impl SecretStore for Counting {
-        async fn create_secret(&self, id: &str) -> Result<Secret> {
-            self.inner.create_secret(id).await
-        }
-        async fn get_secret(&self, id: &str) -> Result<Secret> {
-            self.fetches.fetch_add(1, Ordering::SeqCst);
-            self.entered.notify_one();
-            if let Some(b) = &self.barrier {
-                b.wait().await;
-            }
-            if let Some(g) = &self.gate {
-                g.acquire().await.unwrap().forget();
-            }
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(Error::Unavailable("backend down (test)".into()));
-            }
-            self.inner.get_secret(id).await
-        }
-        async fn list_secrets(&self) -> Result<Vec<Secret>> {
-            self.inner.list_secrets().await
-        }
-        async fn delete_secret(&self, id: &str) -> Result<()> {
-            self.inner.delete_secret(id).await
-        }
-        async fn add_version(&self, id: &str, data: &[u8]) -> Result<SecretVersion> {
-            self.inner.add_version(id, data).await
-        }
-        async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
-            self.inner.access(id, version).await
-        }
-        async fn get_version(&self, id: &str, version: &VersionRef) -> Result<SecretVersion> {
-            self.inner.get_version(id, version).await
-        }
-        async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>> {
-            self.inner.list_versions(id).await
-        }
-        async fn set_state(
-            &self,
-            id: &str,
-            number: u64,
-            change: StateChange,
-        ) -> Result<SecretVersion> {
-            self.inner.set_state(id, number, change).await
-        }
-        async fn update_secret(
-            &self,
-            id: &str,
-            update: SecretUpdate,
-            etag: Option<&str>,
-        ) -> Result<Secret> {
-            self.inner.update_secret(id, update, etag).await
-        }
-    }
+    use crate::secrets::{SecretUpdate, StateChange};
+    use crate::testing::{Call, Flaky, MemorySecretStore};
 
     const OPTS: CacheOptions = CacheOptions {
         ttl: Duration::from_secs(300),
         max_stale: Duration::from_secs(1800),
     };
 
-    fn store(
-        dir: &std::path::Path,
-        gate: Option<Semaphore>,
-        barrier: Option<Barrier>,
-    ) -> Arc<Counting> {
-        let home = Home::open(dir).unwrap();
-        let kms = Arc::new(LocalKms::open(&home, "t@patchpanda.local", None).unwrap());
-        Arc::new(Counting {
-            inner: LocalSecretStore::open(&home, "t@patchpanda.local", kms, None).unwrap(),
-            fetches: AtomicUsize::new(0),
-            failing: AtomicBool::new(false),
-            entered: Notify::new(),
-            gate,
-            barrier,
-        })
+    /// The cache's backend: fetches are `get_secret` calls, counted by the
+    /// wrapper; tests seed and change secrets through `inner()`, uncounted.
+    type Store = Arc<Flaky<MemorySecretStore>>;
+
+    fn store() -> Store {
+        Arc::new(Flaky::new(MemorySecretStore::new()))
+    }
+
+    fn fetches(s: &Store) -> usize {
+        s.calls(Call::GetSecret)
+    }
+
+    /// Every fetch waits until `n` of them are in flight.
+    fn meet_at_barrier(s: &Store, n: usize) {
+        let barrier = Arc::new(Barrier::new(n));
+        s.before(
+            Call::GetSecret,
+            Arc::new(move || {
+                let b = barrier.clone();
+                Box::pin(async move {
+                    b.wait().await;
+                })
+            }),
+        );
+    }
+
+    /// Every fetch announces itself, then waits for a permit of the gate.
+    fn hold_fetches(s: &Store) -> (Arc<Notify>, Arc<Semaphore>) {
+        let entered = Arc::new(Notify::new());
+        let gate = Arc::new(Semaphore::new(0));
+        let (e, g) = (entered.clone(), gate.clone());
+        s.before(
+            Call::GetSecret,
+            Arc::new(move || {
+                let (e, g) = (e.clone(), g.clone());
+                Box::pin(async move {
+                    e.notify_one();
+                    g.acquire().await.unwrap().forget();
+                })
+            }),
+        );
+        (entered, gate)
     }
 
     /// A secret with versions `values` (1..), `current` on the last and
@@ -481,12 +438,12 @@ mod tests {
 
     #[tokio::test]
     async fn load_fetches_all_in_parallel_and_names_failures() {
-        let dir = tempfile::tempdir().unwrap();
         // Each fetch waits until all three are in flight: a sequential load
         // would never get past the first.
-        let s = store(dir.path(), None, Some(Barrier::new(3)));
+        let s = store();
+        meet_at_barrier(&s, 3);
         for id in ["a", "b", "c"] {
-            seed(&s.inner, id, &["v1"]).await;
+            seed(s.inner(), id, &["v1"]).await;
         }
         let cache = SecretCache::new(s.clone(), OPTS);
         let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
@@ -498,10 +455,10 @@ mod tests {
             assert!(cache.is_loaded(id));
         }
         assert!(!cache.is_loaded("d"));
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(fetches(&s), 3);
 
-        let plain = store(tempfile::tempdir().unwrap().path(), None, None);
-        seed(&plain.inner, "a", &["v1"]).await;
+        let plain = store();
+        seed(plain.inner(), "a", &["v1"]).await;
         let cache = SecretCache::new(plain.clone(), OPTS);
         let err = cache
             .load(&["a".into(), "missing".into()])
@@ -515,14 +472,13 @@ mod tests {
 
     #[tokio::test]
     async fn pending_is_loaded_while_a_rotation_is_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), None, None);
-        seed(&s.inner, "w", &["old", "new"]).await;
+        let s = store();
+        seed(s.inner(), "w", &["old", "new"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         assert!(cache.get("w").await.unwrap().pending.is_none());
-        s.inner.add_version("w", b"next").await.unwrap();
+        s.inner().add_version("w", b"next").await.unwrap();
         set_aliases(
-            &s.inner,
+            s.inner(),
             "w",
             BTreeMap::from([
                 (ALIAS_CURRENT.into(), 2),
@@ -535,7 +491,7 @@ mod tests {
         assert_eq!(text(snap.pending.as_ref().unwrap()), "next");
         assert_eq!(snap.pending.as_ref().unwrap().version.number, 3);
         // A rolled-back rotation disables its pending version: gone.
-        s.inner
+        s.inner()
             .set_state("w", 3, StateChange::Disable)
             .await
             .unwrap();
@@ -544,9 +500,8 @@ mod tests {
 
     #[tokio::test]
     async fn current_previous_and_fallback() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), None, None);
-        seed(&s.inner, "rotated", &["old", "new"]).await;
+        let s = store();
+        seed(s.inner(), "rotated", &["old", "new"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         let snap = cache.get("rotated").await.unwrap();
         assert_eq!(text(&snap.current), "new");
@@ -555,7 +510,7 @@ mod tests {
         assert_eq!(snap.secret.aliases[ALIAS_CURRENT], 2);
 
         // A disabled `previous` is simply absent.
-        s.inner
+        s.inner()
             .set_state("rotated", 1, StateChange::Disable)
             .await
             .unwrap();
@@ -564,11 +519,11 @@ mod tests {
         assert_eq!(text(&snap.current), "new");
 
         // Made by hand, no aliases: the newest enabled version.
-        s.inner.create_secret("manual").await.unwrap();
+        s.inner().create_secret("manual").await.unwrap();
         for v in ["m1", "m2", "m3"] {
-            s.inner.add_version("manual", v.as_bytes()).await.unwrap();
+            s.inner().add_version("manual", v.as_bytes()).await.unwrap();
         }
-        s.inner
+        s.inner()
             .set_state("manual", 3, StateChange::Disable)
             .await
             .unwrap();
@@ -577,9 +532,9 @@ mod tests {
         assert!(snap.previous.is_none());
 
         // A rotation notice: refresh sees the new `current` at once.
-        s.inner.add_version("rotated", b"newest").await.unwrap();
+        s.inner().add_version("rotated", b"newest").await.unwrap();
         set_aliases(
-            &s.inner,
+            s.inner(),
             "rotated",
             BTreeMap::from([(ALIAS_CURRENT.into(), 3), (ALIAS_PREVIOUS.into(), 2)]),
         )
@@ -596,19 +551,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ttl_then_stale_bounded_by_max_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), None, None);
-        seed(&s.inner, "a", &["v1"]).await;
+        let s = store();
+        seed(s.inner(), "a", &["v1"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         let first = cache.get("a").await.unwrap();
         cache.get("a").await.unwrap();
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 1, "fresh within the TTL");
+        assert_eq!(fetches(&s), 1, "fresh within the TTL");
         tokio::time::advance(OPTS.ttl + Duration::from_secs(1)).await;
         let second = cache.get("a").await.unwrap();
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 2, "re-read after the TTL");
+        assert_eq!(fetches(&s), 2, "re-read after the TTL");
         assert!(!Arc::ptr_eq(&first, &second));
 
-        s.failing.store(true, Ordering::SeqCst);
+        s.fail_always(
+            Call::GetSecret,
+            Error::Unavailable("backend down (test)".into()),
+        );
         tokio::time::advance(OPTS.ttl + Duration::from_secs(1)).await;
         let stale = cache.get("a").await.unwrap();
         assert!(Arc::ptr_eq(&stale, &second), "last good value served");
@@ -621,18 +578,17 @@ mod tests {
         assert!(matches!(cache.get("a").await, Err(Error::Unavailable(_))));
 
         // Back up: served fresh again.
-        s.failing.store(false, Ordering::SeqCst);
+        s.heal();
         assert_eq!(text(&cache.get("a").await.unwrap().current), "v1");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_definitive_failure_is_not_hidden_by_a_stale_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), None, None);
-        seed(&s.inner, "a", &["v1"]).await;
+        let s = store();
+        seed(s.inner(), "a", &["v1"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         cache.get("a").await.unwrap();
-        s.inner
+        s.inner()
             .set_state("a", 1, StateChange::Disable)
             .await
             .unwrap();
@@ -646,37 +602,37 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_gets_share_one_fetch() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), Some(Semaphore::new(0)), None);
-        seed(&s.inner, "a", &["v1"]).await;
+        let s = store();
+        let (entered, gate) = hold_fetches(&s);
+        seed(s.inner(), "a", &["v1"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         let gets = futures::future::join_all((0..10).map(|_| cache.get("a")));
         let release = async {
-            s.entered.notified().await;
-            s.gate.as_ref().unwrap().add_permits(100);
+            entered.notified().await;
+            gate.add_permits(100);
         };
         let (results, ()) = tokio::join!(gets, release);
         assert!(results.iter().all(|r| r.is_ok()));
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(fetches(&s), 1);
     }
 
     #[tokio::test]
     async fn refreshes_coalesce_behind_the_fetch_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path(), Some(Semaphore::new(0)), None);
-        seed(&s.inner, "a", &["v1"]).await;
+        let s = store();
+        let (entered, gate) = hold_fetches(&s);
+        seed(s.inner(), "a", &["v1"]).await;
         let cache = SecretCache::new(s.clone(), OPTS);
         // The first refresh's fetch is held at the gate; the nine others
         // arrive while it is in flight and must not trust it, so they share
         // one fetch queued behind it.
         let refreshes = futures::future::join_all((0..10).map(|_| cache.refresh("a")));
         let release = async {
-            s.entered.notified().await;
-            s.gate.as_ref().unwrap().add_permits(100);
+            entered.notified().await;
+            gate.add_permits(100);
         };
         let (results, ()) = tokio::join!(refreshes, release);
         assert!(results.iter().all(|r| r.is_ok()));
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(fetches(&s), 2);
         assert!(Arc::ptr_eq(
             results[1].as_ref().unwrap(),
             results[9].as_ref().unwrap()
@@ -685,15 +641,15 @@ mod tests {
         // With nothing in flight, one refresh is one fetch; refresh_all
         // covers every known secret.
         cache.refresh("a").await.unwrap();
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(fetches(&s), 3);
         cache.refresh_all().await.unwrap();
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 4);
+        assert_eq!(fetches(&s), 4);
         // A secret that never loaded does not break refresh_all.
         assert!(matches!(
             cache.get("missing").await,
             Err(Error::NotFound(_))
         ));
         cache.refresh_all().await.unwrap();
-        assert_eq!(s.fetches.load(Ordering::SeqCst), 6);
+        assert_eq!(fetches(&s), 6);
     }
 }

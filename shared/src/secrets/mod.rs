@@ -2,9 +2,11 @@
 //! version states, aliases, annotations, etags) behind one trait, with a gcp
 //! and a local backend, and the per-function cache on top.
 
+pub mod audited;
 pub mod cache;
 pub mod gcp;
 pub mod local;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,28 +35,9 @@ impl VersionRef {
 impl FromStr for VersionRef {
     type Err = Error;
 
+    /// By [`rules::parse_version`]: every alias a store accepts parses.
     fn from_str(s: &str) -> Result<Self> {
-        if s == "latest" {
-            return Ok(VersionRef::Latest);
-        }
-        if let Ok(n) = s.parse::<u64>() {
-            if n == 0 {
-                return Err(Error::InvalidArgument("version numbers start at 1".into()));
-            }
-            return Ok(VersionRef::Number(n));
-        }
-        let valid = !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && s.starts_with(|c: char| c.is_ascii_lowercase());
-        if valid {
-            Ok(VersionRef::Alias(s.to_string()))
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "version {s:?} is neither a number, `latest`, nor an alias"
-            )))
-        }
+        rules::parse_version(s)
     }
 }
 
@@ -74,6 +57,17 @@ pub enum VersionState {
     Enabled,
     Disabled,
     Destroyed,
+}
+
+impl VersionState {
+    /// The state as Secret Manager's API and messages spell it.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            VersionState::Enabled => "ENABLED",
+            VersionState::Disabled => "DISABLED",
+            VersionState::Destroyed => "DESTROYED",
+        }
+    }
 }
 
 impl fmt::Display for VersionState {
@@ -153,12 +147,34 @@ pub trait SecretStore: Send + Sync + 'static {
     /// All versions, newest first.
     async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>>;
     async fn set_state(&self, id: &str, number: u64, change: StateChange) -> Result<SecretVersion>;
-    /// Replaces aliases and/or annotations. With `etag`, fails `Aborted` if the
-    /// secret changed since that etag was read.
+    /// Replaces aliases and/or annotations. With `etag`, fails
+    /// `FailedPrecondition` (Secret Manager's FAILED_PRECONDITION) if the
+    /// secret changed since that etag was read; every update, even one that
+    /// changes nothing, makes a new etag.
     async fn update_secret(
         &self,
         id: &str,
         update: SecretUpdate,
         etag: Option<&str>,
     ) -> Result<Secret>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Secret Manager allows upper-case aliases, and the stores set them;
+    /// every alias that can be set must be nameable by `--version`.
+    #[test]
+    fn an_alias_that_can_be_set_parses_back() {
+        for alias in ["Current", "PENDING", "x-1_Y"] {
+            assert_eq!(
+                alias.parse::<VersionRef>().unwrap(),
+                VersionRef::Alias(alias.to_string())
+            );
+        }
+        assert_eq!("latest".parse::<VersionRef>().unwrap(), VersionRef::Latest);
+        assert!("Latest".parse::<VersionRef>().is_err());
+        assert!("NEW".parse::<VersionRef>().is_err());
+    }
 }

@@ -5,6 +5,7 @@
 //! semantics), and against real GCP when asked to:
 //!
 //! PATCHPANDA_LIVE_GCP_PROJECT=my-project [PATCHPANDA_LIVE_KMS_KEY=projects/.../cryptoKeys/K] \
+//!   [PATCHPANDA_LIVE_KMS_SCRATCH_KEY=projects/.../cryptoKeys/SCRATCH] \
 //!   [PATCHPANDA_LIVE_PUBSUB_TOPIC=topic-id] cargo test -p patchpanda-shared --test it contract -- --nocapture
 
 mod fake_kms;
@@ -48,6 +49,30 @@ macro_rules! assert_err {
     }};
 }
 
+/// Re-evaluates `$result` until it matches `$expected` or `$settle` has
+/// passed: Secret Manager documents that disabling or destroying a version
+/// "takes time to propagate through the system", so the live run waits for
+/// what the local store and the fakes do at once.
+macro_rules! eventually {
+    ($settle:expr, $result:expr, $expected:pat) => {{
+        let deadline = std::time::Instant::now() + $settle;
+        loop {
+            let r = $result;
+            #[allow(clippy::redundant_pattern_matching)]
+            let done = matches!(r, $expected);
+            if done || std::time::Instant::now() >= deadline {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }};
+}
+
+/// How long the contract waits for a version's state change to reach
+/// accesses: nothing for local and fakes, a minute for real GCP.
+const NO_SETTLING: std::time::Duration = std::time::Duration::ZERO;
+const LIVE_SETTLING: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
 }
@@ -55,7 +80,7 @@ fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 /// Secret Manager's behaviour as the gateway relies on it. Works in a
 /// namespace of secret ids starting with `prefix` (other secrets may exist)
 /// and deletes everything it created.
-async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
+async fn secret_store_contract(store: &dyn SecretStore, prefix: &str, settle: std::time::Duration) {
     let a = format!("{prefix}a");
     let b = format!("{prefix}b");
     let c = format!("{prefix}c");
@@ -142,6 +167,15 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
         store.access(&a, &VersionRef::alias("current")).await,
         NotFound
     );
+    // A reference no rule allows is refused as such, before any lookup.
+    for bad in [
+        VersionRef::Number(0),
+        VersionRef::alias("no/such"),
+        VersionRef::alias("Latest"),
+    ] {
+        assert_err!(store.access(&a, &bad).await, InvalidArgument);
+        assert_err!(store.get_version(&a, &bad).await, InvalidArgument);
+    }
 
     // Aliases, guarded by the etag.
     let before = store.get_secret(&a).await.unwrap();
@@ -173,7 +207,50 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
         .unwrap();
     assert_eq!(previous.number, 1);
 
-    // A stale etag is refused and changes nothing.
+    // Versions are resources of their own: adding one or changing its state
+    // leaves the secret's etag as it was (docs/etags: "updating a secret
+    // version does not affect the secret ETag").
+    let c1 = store.add_version(&c, b"c1").await.unwrap();
+    let c_before = store.get_secret(&c).await.unwrap();
+    store.add_version(&c, b"c2").await.unwrap();
+    store
+        .set_state(&c, c1.number, StateChange::Disable)
+        .await
+        .unwrap();
+    assert_eq!(store.get_secret(&c).await.unwrap().etag, c_before.etag);
+    // An update that changes nothing still makes a new etag.
+    let same = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(set.aliases.clone()),
+                annotations: None,
+            },
+            Some(&set.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.aliases, set.aliases);
+    assert_ne!(same.etag, set.etag);
+    // The old etag is now stale.
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(set.aliases.clone()),
+                    annotations: None,
+                },
+                Some(&set.etag),
+            )
+            .await,
+        FailedPrecondition
+    );
+    let set = same;
+
+    // A stale etag is refused with FAILED_PRECONDITION, as Secret Manager
+    // answers it (https://cloud.google.com/secret-manager/docs/etags), and
+    // changes nothing.
     assert_err!(
         store
             .update_secret(
@@ -185,7 +262,7 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
                 Some(&before.etag),
             )
             .await,
-        Aborted
+        FailedPrecondition
     );
     assert_eq!(store.get_secret(&a).await.unwrap().aliases, set.aliases);
 
@@ -245,6 +322,67 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
             .await,
         InvalidArgument
     );
+    // Reserved names in any case, and names that do not start with a letter.
+    for reserved in ["Latest", "LATEST", "new", "NEW", "New", "1st", "-x"] {
+        let refused = store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[(reserved, 1)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "alias {reserved:?}: {:?}",
+            refused.map(|_| ())
+        );
+    }
+    // Upper case is allowed, and an alias that can be set can be named.
+    let cased = store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(aliases(&[("current", 3), ("previous", 2), ("Old-1", 1)])),
+                annotations: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let by_name: VersionRef = "Old-1".parse().unwrap();
+    assert_eq!(
+        store.access(&a, &by_name).await.unwrap().value.expose(),
+        b"one"
+    );
+    // Unverified (live test): an alias must name a version that exists
+    // (INVALID_ARGUMENT) and is not destroyed (below).
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("current", 99)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await,
+        InvalidArgument
+    );
+    store
+        .update_secret(
+            &a,
+            SecretUpdate {
+                aliases: Some(moved.aliases.clone()),
+                annotations: None,
+            },
+            Some(&cased.etag),
+        )
+        .await
+        .unwrap();
     assert_err!(
         store
             .update_secret(
@@ -267,15 +405,27 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
         (3, VersionState::Disabled)
     );
     assert_err!(
-        store.access(&a, &VersionRef::Number(3)).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Number(3)).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
-        store.access(&a, &VersionRef::Latest).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Latest).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
-        store.access(&a, &VersionRef::alias("current")).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::alias("current")).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_eq!(
@@ -301,9 +451,7 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     let enabled = store.set_state(&a, 3, StateChange::Enable).await.unwrap();
     assert_eq!(enabled.state, VersionState::Enabled);
     assert_eq!(
-        store
-            .access(&a, &VersionRef::Latest)
-            .await
+        eventually!(settle, store.access(&a, &VersionRef::Latest).await, Ok(_))
             .unwrap()
             .value
             .expose(),
@@ -315,7 +463,11 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     assert_eq!(destroyed.state, VersionState::Destroyed);
     assert!(destroyed.destroy_time.is_some());
     assert_err!(
-        store.access(&a, &VersionRef::Number(1)).await,
+        eventually!(
+            settle,
+            store.access(&a, &VersionRef::Number(1)).await,
+            Err(Error::FailedPrecondition(_))
+        ),
         FailedPrecondition
     );
     assert_err!(
@@ -329,6 +481,25 @@ async fn secret_store_contract(store: &dyn SecretStore, prefix: &str) {
     assert_err!(
         store.set_state(&a, 99, StateChange::Disable).await,
         NotFound
+    );
+    // Unverified (live test): no alias may name a destroyed version, and a
+    // version an alias names cannot be destroyed.
+    assert_err!(
+        store
+            .update_secret(
+                &a,
+                SecretUpdate {
+                    aliases: Some(aliases(&[("current", 3), ("previous", 1)])),
+                    annotations: None,
+                },
+                None,
+            )
+            .await,
+        FailedPrecondition
+    );
+    assert_err!(
+        store.set_state(&a, 2, StateChange::Destroy).await,
+        FailedPrecondition
     );
 
     // Versions list newest first with their states.
@@ -497,6 +668,92 @@ async fn kms_rotation_contract(kms: &dyn Kms) {
     );
 }
 
+/// Enables or disables one key version: the `Kms` trait has no such call
+/// (the gateway never disables key versions), but what the service does
+/// with disabled ones is what the envelope code meets when an operator
+/// disables one.
+enum KeySwitch<'a> {
+    /// Through the client library (UpdateCryptoKeyVersion on `state`).
+    Client(
+        &'a google_cloud_kms_v1::client::KeyManagementService,
+        &'a str,
+    ),
+    Local(&'a LocalKms),
+}
+
+impl KeySwitch<'_> {
+    async fn set(&self, number: u64, enabled: bool) {
+        use google_cloud_kms_v1::model;
+        use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState as S;
+        match self {
+            KeySwitch::Client(client, key) => {
+                let state = if enabled { S::Enabled } else { S::Disabled };
+                client
+                    .update_crypto_key_version()
+                    .set_crypto_key_version(
+                        model::CryptoKeyVersion::new()
+                            .set_name(format!("{key}/cryptoKeyVersions/{number}"))
+                            .set_state(state),
+                    )
+                    .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            KeySwitch::Local(kms) => {
+                let state = if enabled {
+                    KeyVersionState::Enabled
+                } else {
+                    KeyVersionState::Disabled
+                };
+                kms.set_version_state(number, state).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Cloud KMS with a disabled version: it can neither encrypt (as primary)
+/// nor decrypt, nor become primary; FAILED_PRECONDITION each time (the docs
+/// say only that "requests to use the key fail": unverified, live test).
+/// Creates versions and moves the primary: for scratch keys only.
+async fn kms_disabled_version_contract(
+    kms: &dyn Kms,
+    switch: KeySwitch<'_>,
+    settle: std::time::Duration,
+) {
+    let n = kms.create_version().await.unwrap().number;
+    kms.set_primary(n).await.unwrap();
+    let ct = kms.encrypt(b"under n", b"aad").await.unwrap();
+    switch.set(n, false).await;
+    assert_err!(
+        eventually!(
+            settle,
+            kms.decrypt(&ct, b"aad").await,
+            Err(Error::FailedPrecondition(_))
+        ),
+        FailedPrecondition
+    );
+    assert_err!(
+        eventually!(
+            settle,
+            kms.encrypt(b"x", b"").await,
+            Err(Error::FailedPrecondition(_))
+        ),
+        FailedPrecondition
+    );
+    let m = kms.create_version().await.unwrap().number;
+    kms.set_primary(m).await.unwrap();
+    assert_err!(kms.set_primary(n).await, FailedPrecondition);
+    // Re-enabled, it decrypts what it encrypted.
+    switch.set(n, true).await;
+    assert_eq!(
+        eventually!(settle, kms.decrypt(&ct, b"aad").await, Ok(_))
+            .unwrap()
+            .expose(),
+        b"under n"
+    );
+}
+
 fn local_home() -> (tempfile::TempDir, Home) {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::open(dir.path()).unwrap();
@@ -508,13 +765,20 @@ async fn local_secret_store_meets_the_contract() {
     let (_dir, home) = local_home();
     let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
     let store = LocalSecretStore::open(&home, PRINCIPAL, Arc::new(kms), None).unwrap();
-    secret_store_contract(&store, "contract-").await;
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
+}
+
+/// The test double other crates use answers as the real stores do.
+#[tokio::test]
+async fn memory_secret_store_meets_the_contract() {
+    let store = patchpanda_shared::testing::MemorySecretStore::new();
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
 }
 
 #[tokio::test]
 async fn gcp_secret_store_meets_the_contract() {
     let store = GcpSecretStore::from_stub("p1", FakeSecretManager::new("p1"));
-    secret_store_contract(&store, "contract-").await;
+    secret_store_contract(&store, "contract-", NO_SETTLING).await;
 }
 
 #[tokio::test]
@@ -523,13 +787,17 @@ async fn local_kms_meets_the_contract() {
     let kms = LocalKms::open(&home, PRINCIPAL, None).unwrap();
     kms_crypto_contract(&kms).await;
     kms_rotation_contract(&kms).await;
+    kms_disabled_version_contract(&kms, KeySwitch::Local(&kms), NO_SETTLING).await;
 }
 
 #[tokio::test]
 async fn gcp_kms_meets_the_contract() {
-    let kms = GcpKms::from_stub(KEY_NAME, FakeKms::new(KEY_NAME));
+    let fake = FakeKms::new(KEY_NAME);
+    let kms = GcpKms::from_stub(KEY_NAME, fake.clone());
     kms_crypto_contract(&kms).await;
     kms_rotation_contract(&kms).await;
+    let client = google_cloud_kms_v1::client::KeyManagementService::from_stub(fake);
+    kms_disabled_version_contract(&kms, KeySwitch::Client(&client, KEY_NAME), NO_SETTLING).await;
 }
 
 /// What only a fake can show: a payload corrupted at rest is caught by the
@@ -588,7 +856,9 @@ async fn live_gcp_meets_the_contract() {
     let run = {
         let store = store.clone();
         let prefix = prefix.clone();
-        tokio::spawn(async move { secret_store_contract(store.as_ref(), &prefix).await })
+        tokio::spawn(
+            async move { secret_store_contract(store.as_ref(), &prefix, LIVE_SETTLING).await },
+        )
     };
     let outcome = run.await;
     // Clean up whatever a failed run left behind before reporting it.
@@ -635,5 +905,117 @@ async fn live_gcp_meets_the_contract() {
             kms_crypto_contract(&kms).await;
         }
         None => eprintln!("SKIPPED live Cloud KMS part: set PATCHPANDA_LIVE_KMS_KEY"),
+    }
+
+    // Key-version management changes the key for good (versions cannot be
+    // deleted): only on a key made for this test.
+    match live_var("PATCHPANDA_LIVE_KMS_SCRATCH_KEY") {
+        Some(key) => {
+            let kms = GcpKms::new(&key).await.unwrap();
+            kms_crypto_contract(&kms).await;
+            kms_rotation_contract(&kms).await;
+            let client = google_cloud_kms_v1::client::KeyManagementService::builder()
+                .build()
+                .await
+                .unwrap();
+            kms_disabled_version_contract(&kms, KeySwitch::Client(&client, &key), LIVE_SETTLING)
+                .await;
+        }
+        None => eprintln!(
+            "SKIPPED live Cloud KMS key-version part: set PATCHPANDA_LIVE_KMS_SCRATCH_KEY to a key made for this test (it creates versions, moves the primary and disables a version)"
+        ),
+    }
+}
+
+/// Secret Manager's version etags, through the client library against the
+/// fake (the store itself sends none): a change that changes nothing still
+/// makes a new etag, and a stale one fails FAILED_PRECONDITION
+/// (https://cloud.google.com/secret-manager/docs/etags).
+#[tokio::test]
+async fn fake_secret_manager_version_etags_follow_the_docs() {
+    use google_cloud_gax::error::rpc::Code;
+    use google_cloud_secretmanager_v1::client::SecretManagerService;
+    use google_cloud_secretmanager_v1::model;
+
+    let fake = FakeSecretManager::new("p1");
+    let client = SecretManagerService::from_stub(fake.clone());
+    let store = GcpSecretStore::from_stub("p1", fake);
+    store.create_secret("s").await.unwrap();
+    store.add_version("s", b"v").await.unwrap();
+    let name = "projects/p1/secrets/s/versions/1";
+    let first: model::SecretVersion = client
+        .get_secret_version()
+        .set_name(name)
+        .send()
+        .await
+        .unwrap();
+    assert!(!first.etag.is_empty());
+    // Enabling an enabled version changes nothing but its etag.
+    let again = client
+        .enable_secret_version()
+        .set_name(name)
+        .set_etag(first.etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(again.etag, first.etag);
+    let stale = client
+        .disable_secret_version()
+        .set_name(name)
+        .set_etag(first.etag.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.status().map(|s| s.code),
+        Some(Code::FailedPrecondition)
+    );
+    // The secret's own etag guards DeleteSecret the same way.
+    let stale = client
+        .delete_secret()
+        .set_name("projects/p1/secrets/s")
+        .set_etag("\"stale\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.status().map(|s| s.code),
+        Some(Code::FailedPrecondition)
+    );
+    store.get_secret("s").await.unwrap();
+}
+
+/// Cloud KMS's input limits, through the client library against the fake
+/// (GcpKms refuses oversized inputs before calling): 64 KiB of plaintext and
+/// of AAD for SOFTWARE keys.
+#[tokio::test]
+async fn fake_kms_enforces_the_documented_input_limits() {
+    use google_cloud_gax::error::rpc::Code;
+    use google_cloud_kms_v1::client::KeyManagementService;
+
+    let client = KeyManagementService::from_stub(FakeKms::new(KEY_NAME));
+    let max = bytes::Bytes::from(vec![1u8; 64 * 1024]);
+    let over = bytes::Bytes::from(vec![1u8; 64 * 1024 + 1]);
+    client
+        .encrypt()
+        .set_name(KEY_NAME)
+        .set_plaintext(max.clone())
+        .set_additional_authenticated_data(max)
+        .send()
+        .await
+        .unwrap();
+    for (pt, aad) in [
+        (over.clone(), bytes::Bytes::new()),
+        (bytes::Bytes::from_static(b"k"), over),
+    ] {
+        let err = client
+            .encrypt()
+            .set_name(KEY_NAME)
+            .set_plaintext(pt)
+            .set_additional_authenticated_data(aad)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().map(|s| s.code), Some(Code::InvalidArgument));
     }
 }

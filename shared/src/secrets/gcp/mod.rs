@@ -4,8 +4,6 @@
 //! with each new version and returns the stored one with each access, which is
 //! checked here before the bytes are handed out.
 
-pub(crate) mod gax;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -16,14 +14,13 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 use google_cloud_secretmanager_v1::model;
 use google_cloud_secretmanager_v1::model::secret_version::State;
 
+use super::rules::{self, validate_secret_id};
 use super::{
     AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
     VersionState,
 };
+use crate::gcp::{gax, zeroize_bytes};
 use crate::{Error, Result, SecretValue};
-
-/// Secret Manager's payload limit.
-const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Secret Manager in one project. Secrets are named by id; the project is
 /// added here.
@@ -104,18 +101,9 @@ impl GcpSecretStore {
     }
 
     fn version_name(&self, id: &str, version: &VersionRef) -> Result<String> {
-        let v = match version {
-            VersionRef::Number(0) => {
-                return Err(Error::InvalidArgument("version numbers start at 1".into()));
-            }
-            VersionRef::Number(n) => n.to_string(),
-            VersionRef::Latest => "latest".to_string(),
-            VersionRef::Alias(a) => {
-                validate_alias(a)?;
-                a.clone()
-            }
-        };
-        Ok(format!("{}/versions/{v}", self.secret_name(id)?))
+        // Also keeps an alias from reaching into another path segment.
+        rules::validate_version(version)?;
+        Ok(format!("{}/versions/{version}", self.secret_name(id)?))
     }
 
     fn remember(&self, v: &SecretVersion) {
@@ -200,12 +188,7 @@ impl SecretStore for GcpSecretStore {
 
     async fn add_version(&self, id: &str, data: &[u8]) -> Result<SecretVersion> {
         let name = self.secret_name(id)?;
-        if data.len() > MAX_PAYLOAD {
-            return Err(Error::InvalidArgument(format!(
-                "{name}: a version holds at most {MAX_PAYLOAD} bytes, got {}",
-                data.len()
-            )));
-        }
+        rules::validate_payload(data)?;
         let payload = model::SecretPayload::new()
             .set_data(bytes::Bytes::copy_from_slice(data))
             .set_data_crc32c(gax::crc32c(data));
@@ -356,6 +339,7 @@ impl SecretStore for GcpSecretStore {
         etag: Option<&str>,
     ) -> Result<Secret> {
         let name = self.secret_name(id)?;
+        rules::validate_update(&update)?;
         let mut secret = model::Secret::new().set_name(name.clone());
         let mut paths = Vec::new();
         if let Some(aliases) = update.aliases {
@@ -395,46 +379,6 @@ impl SecretStore for GcpSecretStore {
             .await
             .map_err(|e| gax::to_error(&e, &name))?;
         secret_from_model(updated)
-    }
-}
-
-/// Overwrites a response buffer we own alone, so the plaintext does not
-/// linger in freed memory. Shared buffers are left to their other owner.
-pub(crate) fn zeroize_bytes(b: bytes::Bytes) {
-    if let Ok(mut m) = b.try_into_mut() {
-        zeroize::Zeroize::zeroize(m.as_mut());
-    }
-}
-
-/// Secret ids: 1-255 of `[A-Za-z0-9_-]` (Secret Manager's rule).
-fn validate_secret_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 255
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{id:?} is not a secret id (1-255 letters, digits, '-' or '_')"
-        )))
-    }
-}
-
-/// Keeps an alias from reaching into another path segment.
-fn validate_alias(alias: &str) -> Result<()> {
-    let ok = !alias.is_empty()
-        && alias.len() <= 63
-        && alias
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{alias:?} is not a version alias"
-        )))
     }
 }
 

@@ -10,6 +10,8 @@
 //!   is not enabled is FAILED_PRECONDITION;
 //! - new versions are ENABLED and not primary; making a missing version
 //!   primary is NOT_FOUND, a non-enabled one FAILED_PRECONDITION;
+//! - plaintext and AAD are at most 64 KiB each (SOFTWARE keys), else
+//!   INVALID_ARGUMENT;
 //! - the key starts with version 1 as primary, as LocalKms does.
 
 use std::collections::BTreeMap;
@@ -29,6 +31,9 @@ type GResult<T> = google_cloud_kms_v1::Result<Response<T>>;
 
 const MAGIC: &[u8] = b"fkms";
 const PAGE_SIZE: usize = 2;
+/// EncryptRequest: "the plaintext must be no larger than 64KiB", and so the
+/// AAD, for SOFTWARE keys.
+const MAX_INPUT: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct FakeVersion {
@@ -157,6 +162,12 @@ impl google_cloud_kms_v1::stub::KeyManagementService for FakeKms {
         _: RequestOptions,
     ) -> GResult<model::EncryptResponse> {
         self.check_key(&req.name)?;
+        if req.plaintext.len() > MAX_INPUT || req.additional_authenticated_data.len() > MAX_INPUT {
+            return Err(status(
+                Code::InvalidArgument,
+                "plaintext and additional_authenticated_data must each be no larger than 64KiB",
+            ));
+        }
         let verified_pt = check_crc("plaintext", &req.plaintext, req.plaintext_crc32c)?;
         let verified_aad = check_crc(
             "additional_authenticated_data",
@@ -314,6 +325,47 @@ impl google_cloud_kms_v1::stub::KeyManagementService for FakeKms {
         };
         let out = self.version_model(n, &v);
         w.versions.insert(n, v);
+        Ok(Response::from(out))
+    }
+
+    /// Only `state` between ENABLED and DISABLED, the transitions
+    /// UpdateCryptoKeyVersion documents; others are FAILED_PRECONDITION.
+    async fn update_crypto_key_version(
+        &self,
+        req: model::UpdateCryptoKeyVersionRequest,
+        _: RequestOptions,
+    ) -> GResult<model::CryptoKeyVersion> {
+        let version = req
+            .crypto_key_version
+            .ok_or_else(|| status(Code::InvalidArgument, "crypto_key_version is required"))?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths != ["state"] {
+            return Err(status(Code::InvalidArgument, "only state can be updated"));
+        }
+        let n: u64 = version
+            .name
+            .strip_prefix(&format!("{}/cryptoKeyVersions/", self.key_name))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| status(Code::NotFound, &format!("{} not found.", version.name)))?;
+        let mut w = self.lock();
+        let name = self.version_name(n);
+        let v = w
+            .versions
+            .get_mut(&n)
+            .ok_or_else(|| status(Code::NotFound, &format!("{name} not found.")))?;
+        let allowed = matches!(version.state, State::Enabled | State::Disabled)
+            && matches!(v.state, State::Enabled | State::Disabled);
+        if !allowed {
+            return Err(status(
+                Code::FailedPrecondition,
+                &format!(
+                    "{name}: cannot go from {:?} to {:?}",
+                    v.state, version.state
+                ),
+            ));
+        }
+        v.state = version.state;
+        let out = self.version_model(n, v);
         Ok(Response::from(out))
     }
 

@@ -12,10 +12,15 @@
 //! - an empty payload is INVALID_ARGUMENT ("Secret Payload cannot be empty."),
 //!   so is one over 64 KiB, or one whose `data_crc32c` does not match;
 //! - the stored CRC32C comes back with every access;
-//! - UpdateSecret changes only the fields in `update_mask`; a non-empty etag
-//!   that is not the current one is ABORTED; every update makes a new etag;
+//! - UpdateSecret changes only the fields in `update_mask`; every update
+//!   makes a new etag, even one that changes nothing;
+//! - a non-empty etag that is not the resource's current one fails
+//!   FAILED_PRECONDITION, on UpdateSecret, DeleteSecret and
+//!   Enable/Disable/DestroySecretVersion alike
+//!   (https://cloud.google.com/secret-manager/docs/etags); secrets and
+//!   versions have etags of their own, and changing one leaves the other's;
 //! - alias names: 1-63 of `[A-Za-z0-9_-]`, a letter first, not `latest` or
-//!   `NEW`; at most 50; annotations keys 1-63, total under 16 KiB;
+//!   `new` in any case; at most 50; annotations keys 1-63, total under 16 KiB;
 //! - names in answers carry the project number, as the service's do;
 //! - lists come in pages (of 2 here, to exercise paging), versions newest
 //!   first.
@@ -50,6 +55,7 @@ struct FakeVersion {
     data: Option<bytes::Bytes>,
     crc32c: i64,
     client_crc: bool,
+    etag: String,
 }
 
 #[derive(Debug)]
@@ -168,7 +174,7 @@ impl FakeSecretManager {
             .set_create_time(v.create_time)
             .set_or_clear_destroy_time(v.destroy_time)
             .set_state(v.state.clone())
-            .set_etag(format!("\"v{n}-{:?}\"", v.state))
+            .set_etag(v.etag.clone())
             .set_client_specified_payload_checksum(v.client_crc)
     }
 
@@ -220,8 +226,8 @@ impl FakeSecretManager {
             .versions
             .get_mut(&n)
             .ok_or_else(|| secret_not_found(&id))?;
-        if !etag.is_empty() && etag != format!("\"v{n}-{:?}\"", version.state) {
-            return Err(status(Code::Aborted, "etag mismatch"));
+        if !etag.is_empty() && etag != version.etag {
+            return Err(etag_mismatch(&Self::version_name(&id, n)));
         }
         if version.state == State::Destroyed {
             return Err(status(
@@ -246,12 +252,22 @@ impl FakeSecretManager {
             version.destroy_time = Some(now);
         }
         version.state = to;
+        // Every change makes a new etag, a no-op one too.
+        version.etag = new_etag();
         Ok(Response::from(Self::version_model(&id, n, version)))
     }
 }
 
 fn status(code: Code, message: &str) -> GaxError {
     GaxError::service(Status::default().set_code(code).set_message(message))
+}
+
+/// A stale etag, as the service answers it.
+fn etag_mismatch(name: &str) -> GaxError {
+    status(
+        Code::FailedPrecondition,
+        &format!("The etag provided does not match the current etag of [{name}]."),
+    )
 }
 
 fn invalid(message: &str) -> GaxError {
@@ -421,7 +437,7 @@ impl google_cloud_secretmanager_v1::stub::SecretManagerService for FakeSecretMan
         let mut w = self.lock();
         let s = w.secrets.get(&id).ok_or_else(|| secret_not_found(&id))?;
         if !req.etag.is_empty() && req.etag != s.etag {
-            return Err(status(Code::Aborted, "etag mismatch"));
+            return Err(etag_mismatch(&Self::secret_name(&id)));
         }
         w.secrets.remove(&id);
         w.order.retain(|o| o != &id);
@@ -445,13 +461,7 @@ impl google_cloud_secretmanager_v1::stub::SecretManagerService for FakeSecretMan
             .get_mut(&id)
             .ok_or_else(|| secret_not_found(&id))?;
         if !secret.etag.is_empty() && secret.etag != s.etag {
-            return Err(status(
-                Code::Aborted,
-                &format!(
-                    "The etag provided does not match the current etag of Secret [{}].",
-                    Self::secret_name(&id)
-                ),
-            ));
+            return Err(etag_mismatch(&Self::secret_name(&id)));
         }
         // Validate everything before changing anything.
         for path in &paths {
@@ -543,6 +553,7 @@ impl google_cloud_secretmanager_v1::stub::SecretManagerService for FakeSecretMan
             data: Some(payload.data),
             crc32c: crc,
             client_crc: payload.data_crc32c.is_some(),
+            etag: new_etag(),
         };
         let out = Self::version_model(&id, n, &v);
         s.versions.insert(n, v);
