@@ -22,7 +22,7 @@ use google_cloud_pubsub::model::{
 use super::gcp::{GcpBus, PubSubPublisher};
 use super::topology::{self, PushSubscription};
 use crate::config::{ConfigError, Env};
-use crate::secrets::gcp::gax;
+use crate::gcp::gax;
 use crate::{Error, Result};
 
 /// The variable every Google client library honours.
