@@ -15,7 +15,8 @@ use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{SecretUpdate, StateChange, VersionRef, VersionState};
 use serde::Serialize;
 
-use crate::kinds::{self, Kind};
+use crate::kinds::Kind;
+use crate::protocol::lease::lost_race;
 use crate::protocol::{self, ANNOTATION_DISABLED_AT};
 use crate::status::due_reason;
 use crate::{RotationError, Rotator};
@@ -57,10 +58,6 @@ pub struct DueSecret {
     pub reason: String,
     pub current_version: Option<u64>,
 }
-
-/// How often the disabled-at bookkeeping is re-tried against a secret that
-/// keeps changing.
-const CAS_ATTEMPTS: usize = 8;
 
 impl Rotator {
     /// Ends grace periods and retention for every secret.
@@ -215,10 +212,10 @@ impl Rotator {
         id: &str,
         seen: &std::collections::BTreeMap<u64, DateTime<Utc>>,
     ) -> Result<(), RotationError> {
-        for _ in 0..CAS_ATTEMPTS {
+        for _ in 0..protocol::lease::CAS_ATTEMPTS {
             let secret = self.store.get_secret(id).await?;
             let mut annotations = secret.annotations.clone();
-            protocol::set_disabled_at(&mut annotations, seen);
+            protocol::state::set_disabled_at(&mut annotations, seen);
             if annotations.get(ANNOTATION_DISABLED_AT)
                 == secret.annotations.get(ANNOTATION_DISABLED_AT)
             {
@@ -234,7 +231,7 @@ impl Rotator {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(Error::Aborted(_)) => continue,
+                Err(e) if lost_race(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -282,7 +279,7 @@ impl Rotator {
                 continue;
             };
             if kind.is_upload() {
-                kinds::announce_due(self, kind, &secret, &reason).await?;
+                self.announce_due(kind, &secret, &reason).await?;
             } else {
                 let mut n = self.notice(
                     kind.logical(),

@@ -1,5 +1,5 @@
 //! Test doubles: a Secret Manager in memory that keeps its rules (etags
-//! change on every update and guard it with Aborted; aliases only name live
+//! change on every update and guard it with FailedPrecondition, as Secret Manager does; aliases only name live
 //! versions; aliased versions cannot be destroyed; only enabled versions can
 //! be read), a bus that records, a clock tests move, and a stub GitHub that
 //! checks the App JWT's signature, issuer and lifetime.
@@ -31,11 +31,11 @@ use patchpanda_shared::{Error, Result, SecretValue, names};
 use rotation_worker::{GitHubSettings, Rotator, Settings};
 use serde_json::{Value, json};
 
-pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
-pub const APP_PUB: &str = include_str!("../fixtures/app-key.pub.pem");
-pub const NEXT_KEY: &str = include_str!("../fixtures/next-key.pem");
-pub const NEXT_PUB: &str = include_str!("../fixtures/next-key.pub.pem");
-pub const WEAK_KEY: &str = include_str!("../fixtures/weak-1024.pem");
+pub const APP_KEY: &str = include_str!("fixtures/app-key.pem");
+pub const APP_PUB: &str = include_str!("fixtures/app-key.pub.pem");
+pub const NEXT_KEY: &str = include_str!("fixtures/next-key.pem");
+pub const NEXT_PUB: &str = include_str!("fixtures/next-key.pub.pem");
+pub const WEAK_KEY: &str = include_str!("fixtures/weak-1024.pem");
 pub const APP_ID: &str = "12345";
 pub const INITIAL_WEBHOOK_SECRET: &str = "initial-webhook-secret-for-tests";
 
@@ -262,7 +262,9 @@ impl SecretStore for MemStore {
         if let Some(e) = etag
             && e != s.meta.etag
         {
-            return Err(Error::Aborted(format!("etag {e} does not match")));
+            return Err(Error::FailedPrecondition(format!(
+                "etag {e} does not match"
+            )));
         }
         if let Some(aliases) = &update.aliases {
             for (alias, n) in aliases {
