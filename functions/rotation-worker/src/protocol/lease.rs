@@ -79,7 +79,7 @@ impl Rotator {
     /// Whether a lease claims more time than any rotation writes: at most
     /// `lease_ttl` from its last renewal. Such a lease was planted (or
     /// written by a clock far ahead) and is not honoured.
-    fn is_planted(&self, s: &RotationState) -> bool {
+    pub(crate) fn is_planted(&self, s: &RotationState) -> bool {
         let ttl =
             chrono::Duration::from_std(self.settings.lease_ttl).unwrap_or(chrono::Duration::MAX);
         s.lease_until > self.now() + ttl + LEASE_SKEW

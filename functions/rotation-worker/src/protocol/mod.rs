@@ -120,14 +120,14 @@ impl Rotator {
     }
 
     /// Resumes (or aborts) a rotation whose lease lapsed; `None` if the
-    /// secret has none.
+    /// secret has none. A planted lease is cleared (and `None`).
     pub(crate) async fn resume_lapsed(
         &self,
         kind: Kind,
         secret: &Secret,
     ) -> Option<Result<RotationOutcome, RotationError>> {
         let s = rotation_state(secret)?;
-        if s.lease_until > self.now() {
+        if s.lease_until > self.now() && !self.is_planted(&s) {
             return None;
         }
         Some(match self.take_over(kind).await {

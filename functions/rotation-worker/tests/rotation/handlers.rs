@@ -153,3 +153,68 @@ async fn a_retried_finish_run_gets_the_first_answer() {
     h.oneshot(job("", next)).await.unwrap();
     assert_eq!(env.version(WH, 1).await.state, VersionState::Disabled);
 }
+
+/// Issue 14.4: a step waiting on a slow GitHub (here 70 s, paused tokio
+/// time) is not cut in half when the request times out (60 s): the rotation
+/// goes on detached, finishes, and reports by notice; meanwhile Pub/Sub's
+/// retry is rightly told a rotation is in progress.
+#[tokio::test(start_paused = true)]
+async fn a_rotation_outlives_a_request_timeout_while_github_is_slow() {
+    use crate::doubles::{SlowApp, SlowAppFactory};
+    let env = TestEnv::new(false).await;
+    let app = Arc::new(SlowApp {
+        delay: Duration::from_secs(70),
+        hook: std::sync::Mutex::new(None),
+        app_id: 12345,
+    });
+    let mut settings = env.settings();
+    settings.github = Some(rotation_worker::GitHubSettings {
+        app_id: support::APP_ID.to_string(),
+        factory: Arc::new(SlowAppFactory(app.clone())),
+    });
+    let rotator = rotation_worker::Rotator::new(
+        env.store.clone(),
+        env.kms.clone(),
+        env.bus.clone(),
+        settings,
+    );
+    let worker = Arc::new(RotationWorker::new(rotator));
+    // What the runtime does at the request timeout: drop the handler.
+    let cut = tokio::time::timeout(
+        Duration::from_secs(60),
+        worker
+            .rotate_handler()
+            .oneshot(job(r#"{"secret":"webhook-secret"}"#, None)),
+    )
+    .await;
+    assert!(cut.is_err(), "the request was expected to time out");
+    let name = format!("projects/1/secrets/{}", env.id(WH));
+    let retry = worker
+        .events_handler()
+        .oneshot(push(&[
+            ("eventType", "SECRET_ROTATE".into()),
+            ("secretId", name),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(retry.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&retry.body).contains("in progress"));
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let s = env.secret(WH).await;
+    assert_eq!(
+        s.aliases.get("current"),
+        Some(&2),
+        "the rotation did not finish"
+    );
+    assert!(!s.annotations.contains_key(ANNOTATION_ROTATION));
+    assert_eq!(
+        app.hook.lock().unwrap().clone(),
+        Some(env.value(WH, 2).await)
+    );
+    let rotated = env.bus.notices().pop().unwrap();
+    assert_eq!(
+        (rotated.event, rotated.version),
+        (NoticeEvent::Rotated, Some(2))
+    );
+}

@@ -64,3 +64,98 @@ async fn kms_rotation_makes_a_new_primary_and_old_ciphertext_still_decrypts() {
         before + 2
     );
 }
+
+fn kms_rotator(
+    env: &TestEnv,
+    kms: Arc<dyn patchpanda_shared::kms::Kms>,
+) -> rotation_worker::Rotator {
+    rotation_worker::Rotator::new(env.store.clone(), kms, env.bus.clone(), env.settings())
+}
+
+/// Issue 14.5: the new primary is proven by an encrypt and a decrypt; if
+/// that fails the old primary is put back and the rotation says so.
+#[tokio::test]
+async fn a_kms_version_that_fails_its_test_is_not_left_primary() {
+    let env = TestEnv::new(false).await;
+    let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
+    let kms = Arc::new(crate::doubles::BrokenEncrypt {
+        inner: env.kms.clone(),
+        broken: true.into(),
+    });
+    let err = kms_rotator(&env, kms.clone())
+        .rotate(names::KMS_KEY, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RotationError::RolledBack { .. }), "{err}");
+    assert!(err.to_string().contains("failed its test"), "{err}");
+    assert_eq!(
+        env.kms.key_info().await.unwrap().primary.unwrap().number,
+        before
+    );
+    let last = env.bus.notices().pop().unwrap();
+    assert_eq!(last.event, NoticeEvent::RolledBack);
+    assert_eq!(last.version, Some(before + 1));
+    // Nothing is left in flight: the next rotation starts afresh.
+    kms.broken.store(false, Ordering::SeqCst);
+    let out = kms_rotator(&env, kms)
+        .rotate(names::KMS_KEY, false)
+        .await
+        .unwrap();
+    assert!(!out.resumed);
+    assert_eq!(out.version, Some(before + 2));
+}
+
+/// Issue 14.5: a version newer than the primary that this rotation did not
+/// create (someone imported it) is never adopted.
+#[tokio::test]
+async fn a_newer_version_the_rotation_did_not_create_is_not_adopted() {
+    let env = TestEnv::new(false).await;
+    let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
+    let imported = env.kms.create_version().await.unwrap().number;
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
+    assert_eq!(out.version, Some(imported + 1));
+    assert!(!out.resumed);
+    assert_eq!(out.previous_version, Some(before));
+    assert_eq!(
+        env.kms.key_info().await.unwrap().primary.unwrap().number,
+        imported + 1
+    );
+}
+
+/// Issue 14.5: a crash after set-primary still ends, on resume, in the
+/// `rotated` notice, without another new version.
+#[tokio::test]
+async fn a_kms_rotation_crashed_after_set_primary_is_announced_on_resume() {
+    let env = TestEnv::new(false).await;
+    let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
+    let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::KmsPrimarySet));
+    crashing.rotate(names::KMS_KEY, false).await.unwrap_err();
+    assert_eq!(
+        env.kms.key_info().await.unwrap().primary.unwrap().number,
+        before + 1
+    );
+    assert!(
+        env.bus
+            .notices()
+            .iter()
+            .all(|n| n.event != NoticeEvent::Rotated)
+    );
+    env.clock.advance(Duration::from_secs(301));
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
+    assert!(out.resumed);
+    assert_eq!(
+        (out.version, out.previous_version),
+        (Some(before + 1), Some(before))
+    );
+    assert_eq!(
+        env.kms.list_versions().await.unwrap().len() as u64,
+        before + 1
+    );
+    let notices = env.bus.notices();
+    let rotated = notices.last().unwrap();
+    assert_eq!(
+        (rotated.event, rotated.version),
+        (NoticeEvent::Rotated, Some(before + 1))
+    );
+    assert_eq!(rotated.rotation_id, notices[0].rotation_id);
+}

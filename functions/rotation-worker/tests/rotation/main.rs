@@ -3,12 +3,14 @@
 //! stub GitHub on 127.0.0.1 that checks the App JWT like GitHub does. One
 //! module per topic.
 
+mod doubles;
 mod support;
 
 mod crash;
 mod finish;
 mod handlers;
 mod kms;
+mod lease;
 mod local_backend;
 mod rollback;
 mod rotate;

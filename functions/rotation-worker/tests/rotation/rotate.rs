@@ -222,3 +222,25 @@ async fn unknown_secrets_are_refused_without_changes() {
     assert_eq!(HandlerError::from(err).status(), StatusCode::BAD_REQUEST);
     assert!(env.bus.notices().is_empty());
 }
+
+/// Issue 14.3: GitHub's answer is judged by its status. A 2xx from PATCH
+/// /app/hook/config with no body (204, GitHub Enterprise or a proxy) or a
+/// body that is not JSON means GitHub took the secret: the rotation
+/// completes, and nothing disables the secret GitHub now signs with.
+#[tokio::test]
+async fn a_2xx_with_an_unreadable_body_means_github_took_the_secret() {
+    for answer in [1u8, 2] {
+        let env = TestEnv::new(true).await;
+        let gh = env.github();
+        gh.patch_answer.store(answer, Ordering::SeqCst);
+        let out = env
+            .rotator()
+            .rotate(WH, false)
+            .await
+            .unwrap_or_else(|e| panic!("answer {answer}: {e}"));
+        assert_eq!(out.version, Some(2));
+        assert_eq!(gh.hook_secret(), env.value(WH, 2).await);
+        assert_eq!(env.version(WH, 2).await.state, VersionState::Enabled);
+        assert_eq!(env.secret(WH).await.aliases.get("current"), Some(&2));
+    }
+}

@@ -337,6 +337,9 @@ pub struct StubGitHub {
     hook: Mutex<String>,
     /// Non-zero: PATCH /app/hook/config answers this status.
     pub patch_status: AtomicU16,
+    /// How a successful PATCH answers: 0 JSON (github.com), 1 204 with no
+    /// body (GitHub Enterprise, some proxies), 2 200 with an HTML page.
+    pub patch_answer: std::sync::atomic::AtomicU8,
     /// Non-zero: GET /app/hook/config answers this status.
     pub hook_get_status: AtomicU16,
     pub patches: AtomicUsize,
@@ -359,6 +362,7 @@ impl StubGitHub {
             url: format!("http://{}", listener.local_addr().unwrap()),
             hook: Mutex::new(initial_secret.to_string()),
             patch_status: AtomicU16::new(0),
+            patch_answer: std::sync::atomic::AtomicU8::new(0),
             hook_get_status: AtomicU16::new(0),
             patches: AtomicUsize::new(0),
             patch_entered: tokio::sync::Notify::new(),
@@ -456,7 +460,22 @@ async fn patch_hook(
     State(stub): State<Arc<StubGitHub>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Answer {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = stub.patch_answer.load(Ordering::SeqCst);
+    match patch_hook_json(stub, headers, body).await {
+        Ok(_) if answer == 1 => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) if answer == 2 => (
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>OK</body></html>",
+        )
+            .into_response(),
+        other => other.into_response(),
+    }
+}
+
+async fn patch_hook_json(stub: Arc<StubGitHub>, headers: HeaderMap, body: Value) -> Answer {
     stub.authenticate(&headers)?;
     stub.patches.fetch_add(1, Ordering::SeqCst);
     stub.patch_entered.notify_one();
