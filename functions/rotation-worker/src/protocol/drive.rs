@@ -125,7 +125,7 @@ impl Rotator {
     /// Step 1: a `pending` version. Generated kinds add one (or adopt the one
     /// a crashed attempt added); uploaded kinds point `pending` at the upload.
     async fn create(&self, lease: &mut Lease) -> Result<(), RotationError> {
-        let number = if lease.kind.is_upload() {
+        let number = if lease.kind.is_upload() || lease.state.restoring {
             let Some(p) = lease.state.pending else {
                 return self.abandon(lease, "no uploaded version to promote").await;
             };

@@ -119,6 +119,39 @@ impl Rotator {
         self.run(lease).await.map(Some)
     }
 
+    /// Makes an existing version (restored from a backup) current through
+    /// the protocol: announced, given to GitHub (webhook secret), tested,
+    /// promoted with the usual grace. Only a version newer than `current`
+    /// qualifies; an older one is a rollback.
+    pub async fn restore_version(
+        &self,
+        logical: &str,
+        version: u64,
+    ) -> Result<RotationOutcome, RotationError> {
+        let kind = Kind::parse(logical)?;
+        if kind == Kind::KmsKey {
+            return Err(RotationError::Precondition {
+                secret: kind.logical().to_string(),
+                message: "KMS key versions are not restored from backups".to_string(),
+            });
+        }
+        let id = self.settings.secret_id(kind.logical());
+        let secret = self.store.get_secret(&id).await?;
+        if !kinds::is_unpromoted_upload(self.store.as_ref(), &id, &secret, version).await? {
+            return Err(RotationError::Precondition {
+                secret: kind.logical().to_string(),
+                message: format!(
+                    "version {version} is not an enabled, unaliased version newer than current"
+                ),
+            });
+        }
+        let mut fresh = self.fresh_state(false);
+        fresh.pending = Some(version);
+        fresh.restoring = true;
+        let lease = self.acquire(kind, fresh).await?;
+        self.run(lease).await
+    }
+
     /// Resumes (or aborts) a rotation whose lease lapsed; `None` if the
     /// secret has none. A planted lease is cleared (and `None`).
     pub(crate) async fn resume_lapsed(
@@ -155,6 +188,7 @@ impl Rotator {
             reason: None,
             notes: Vec::new(),
             forced: false,
+            restoring: false,
         }
     }
 

@@ -124,6 +124,10 @@ pub struct RotationState {
     /// A revert the operator forced onto a version retired as compromised.
     #[serde(default)]
     pub forced: bool,
+    /// A restore from backup: `pending` is an existing (restored) version,
+    /// promoted like an upload whatever the kind.
+    #[serde(default)]
+    pub restoring: bool,
 }
 
 /// How the last rotation ended, as stored in [`ANNOTATION_LAST_ROTATION`].
@@ -271,6 +275,7 @@ mod tests {
             reason: Some("x".into()),
             notes: vec!["n".into()],
             forced: true,
+            restoring: false,
         };
         let back: RotationState = serde_json::from_str(&json(&s)).unwrap();
         assert_eq!(back, s);
