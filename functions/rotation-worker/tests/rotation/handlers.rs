@@ -208,10 +208,9 @@ async fn a_rotation_outlives_a_request_timeout_while_github_is_slow() {
         "the rotation did not finish"
     );
     assert!(!s.annotations.contains_key(ANNOTATION_ROTATION));
-    assert_eq!(
-        app.hook.lock().unwrap().clone(),
-        Some(env.value(WH, 2).await)
-    );
+    let expected = env.value(WH, 2).await;
+    let held = app.hook.lock().unwrap().clone();
+    assert_eq!(held, Some(expected));
     let rotated = env.bus.notices().pop().unwrap();
     assert_eq!(
         (rotated.event, rotated.version),

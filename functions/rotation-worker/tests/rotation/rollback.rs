@@ -168,3 +168,27 @@ async fn a_rollback_crashed_after_github_is_marked_and_finished_later() {
         Some(Some(1))
     );
 }
+
+/// Issue 14.2: a restored version becomes current only through the
+/// protocol: announced, given to GitHub, the replaced one kept in grace.
+#[tokio::test]
+async fn a_restored_version_is_promoted_through_the_protocol() {
+    let env = TestEnv::new(true).await;
+    env.rotator().rotate(WH, false).await.unwrap();
+    // What `patchpanda restore --move-aliases` adds: v1's value again.
+    let restored = env.upload(WH, &env.value(WH, 1).await).await;
+    let out = env.rotator().restore_version(WH, restored).await.unwrap();
+    assert_eq!(
+        (out.version, out.previous_version),
+        (Some(restored), Some(2))
+    );
+    assert_eq!(env.github().hook_secret(), env.value(WH, 1).await);
+    let s = env.secret(WH).await;
+    assert_eq!(s.aliases.get("current"), Some(&restored));
+    assert_eq!(s.aliases.get("previous"), Some(&2));
+    let events: Vec<_> = env.bus.notices().iter().map(|n| n.event).collect();
+    assert_eq!(events.last(), Some(&NoticeEvent::Rotated));
+    // An older version is a rollback, not a restore.
+    let err = env.rotator().restore_version(WH, 1).await.unwrap_err();
+    assert!(matches!(err, RotationError::Precondition { .. }), "{err}");
+}
