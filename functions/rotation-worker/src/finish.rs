@@ -64,7 +64,7 @@ impl Rotator {
     pub async fn finish(&self) -> Result<FinishReport, RotationError> {
         let mut report = FinishReport::default();
         let run_id = uuid::Uuid::new_v4().to_string();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             if let Err(e) = self.finish_secret(kind, &run_id, &mut report).await {
                 tracing::warn!(secret = kind.logical(), error = %e, "finish failed for one secret");
                 report.errors.push(format!("{}: {e}", kind.logical()));
@@ -125,7 +125,21 @@ impl Rotator {
         }
         let mut disabled_now = Vec::new();
         for (n, reason) in to_disable {
-            if self.still_quiet(&id).await? && self.disable_version(&id, n).await? {
+            if !self.still_quiet(&id).await? {
+                continue;
+            }
+            if kind == Kind::ServiceAccountKey {
+                // The key dies at IAM before its version is disabled (a
+                // disabled version cannot be read back to name the key).
+                crate::kinds::service_account_key::delete_key_of(
+                    &self.settings,
+                    self.store.as_ref(),
+                    &id,
+                    n,
+                )
+                .await?;
+            }
+            if self.disable_version(&id, n).await? {
                 disabled_now.push(n);
                 report.disabled.push(VersionChange {
                     secret: logical.to_string(),
@@ -262,7 +276,7 @@ impl Rotator {
     pub async fn due_check(&self) -> Result<DueReport, RotationError> {
         let now = self.now();
         let mut report = DueReport::default();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             let id = self.settings.secret_id(kind.logical());
             let secret = match self.store.get_secret(&id).await {
                 Ok(s) => s,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod finish;
 pub mod github;
+pub mod iam;
 pub mod kinds;
 pub mod kms;
 pub mod protocol;

@@ -10,6 +10,7 @@ use patchpanda_shared::config::{Config, ConfigError, Env};
 use patchpanda_shared::names;
 
 use crate::github::GitHubSettings;
+use crate::iam::{self, ServiceAccountKeys};
 use crate::protocol::CrashPoint;
 
 /// Age at which a hand-made credential is due (default 365 days).
@@ -20,6 +21,8 @@ pub const ENV_ROTATION_PROPAGATION: &str = "PATCHPANDA_ROTATION_PROPAGATION";
 pub const ENV_GITHUB_TIMEOUT: &str = "PATCHPANDA_GITHUB_TIMEOUT";
 /// How long a rotation lease lasts without being renewed.
 pub const ENV_LEASE_TTL: &str = "PATCHPANDA_ROTATION_LEASE";
+/// A service account whose keys are rotated (opt-in; keyless by default).
+pub const ENV_SA_KEY_ACCOUNT: &str = "PATCHPANDA_SA_KEY_ACCOUNT";
 
 pub const DEFAULT_KEY_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
 pub const DEFAULT_PROPAGATION: Duration = Duration::from_secs(2);
@@ -63,6 +66,9 @@ pub struct Settings {
     pub github_timeout: Duration,
     /// The GitHub App, when one is configured (GITHUB_APP_ID).
     pub github: Option<GitHubSettings>,
+    /// The key-based service account rotated as `service-account-key`
+    /// ([`ENV_SA_KEY_ACCOUNT`]); none by default.
+    pub service_account_keys: Option<ServiceAccountKeys>,
     pub clock: Clock,
     /// Fault injection for tests: the attempt stops dead at this point, with
     /// no clean-up, as if the process had been killed there.
@@ -82,6 +88,7 @@ impl std::fmt::Debug for Settings {
             .field("propagation", &self.propagation)
             .field("github_timeout", &self.github_timeout)
             .field("github", &self.github)
+            .field("service_account_keys", &self.service_account_keys)
             .field("crash_at", &self.crash_at)
             .finish_non_exhaustive()
     }
@@ -101,6 +108,7 @@ impl Settings {
             propagation: Duration::ZERO,
             github_timeout: DEFAULT_GITHUB_TIMEOUT,
             github: None,
+            service_account_keys: None,
             clock: Arc::new(Utc::now),
             crash_at: None,
         }
@@ -125,6 +133,25 @@ impl Settings {
                 ),
                 env.get(ENV_GITHUB_TIMEOUT).unwrap_or("the default"),
             ));
+        }
+        if let Some(account) = env.get(ENV_SA_KEY_ACCOUNT).map(str::trim)
+            && !account.is_empty()
+        {
+            if iam::is_gateway_account(account) || !account.contains('@') {
+                return Err(ConfigError::new(
+                    ENV_SA_KEY_ACCOUNT,
+                    "the email of a service account outside the gateway's own keyless ones",
+                    account,
+                ));
+            }
+            s.service_account_keys = Some(ServiceAccountKeys {
+                account: account.to_string(),
+                iam: Arc::new(iam::RestIam::new(
+                    iam::IAM_API,
+                    Arc::new(iam::Adc),
+                    s.github_timeout,
+                )),
+            });
         }
         s.github = config.github_app_id.as_deref().map(|id| {
             GitHubSettings::rest_with_timeout(&config.github_api_url, id, s.github_timeout)
@@ -175,6 +202,21 @@ mod tests {
         assert!(s.github.is_none());
         assert_eq!(s.key_max_age, DEFAULT_KEY_MAX_AGE);
         assert_eq!(s.github_timeout, DEFAULT_GITHUB_TIMEOUT);
+
+        let own = Env::from_pairs([(
+            ENV_SA_KEY_ACCOUNT,
+            "patchpanda-rotation-worker@p.iam.gserviceaccount.com",
+        )]);
+        let config = Config::from_env(&own, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let err = Settings::from_env(&config, &own).unwrap_err();
+        assert_eq!(err.variable, ENV_SA_KEY_ACCOUNT);
+        let ci = Env::from_pairs([(ENV_SA_KEY_ACCOUNT, "ci@p.iam.gserviceaccount.com")]);
+        let config = Config::from_env(&ci, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let s = Settings::from_env(&config, &ci).unwrap();
+        assert_eq!(
+            s.service_account_keys.unwrap().account,
+            "ci@p.iam.gserviceaccount.com"
+        );
 
         let bad = Env::from_pairs([(ENV_KEY_MAX_AGE, "forever")]);
         let config = Config::from_env(&bad, names::PRINCIPAL_ROTATION_WORKER).unwrap();

@@ -108,7 +108,7 @@ pub(crate) fn due_reason(
         return Some("there is no current version".to_string());
     };
     let age = (now - current.create_time).to_std().unwrap_or_default();
-    if kind.is_upload() && age > settings.key_max_age {
+    if kind.ages() && age > settings.key_max_age {
         return Some(format!(
             "the current version is {} days old (limit {} days)",
             age.as_secs() / 86400,
@@ -131,7 +131,7 @@ impl Rotator {
     pub async fn status(&self) -> Result<StatusReport, RotationError> {
         let now = self.now();
         let mut secrets = Vec::new();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             secrets.push(self.secret_status(kind, now).await?);
         }
         Ok(StatusReport {

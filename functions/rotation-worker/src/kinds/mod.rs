@@ -6,6 +6,7 @@
 
 pub mod github_private_key;
 pub mod oidc_client_secret;
+pub mod service_account_key;
 pub mod webhook_secret;
 
 use std::sync::Arc;
@@ -24,7 +25,12 @@ pub enum Kind {
     GithubPrivateKey,
     OidcClientSecret,
     KmsKey,
+    /// A key of a named service account (opt-in; see [`crate::iam`]).
+    ServiceAccountKey,
 }
+
+/// Logical name of the service-account key secret.
+pub const SERVICE_ACCOUNT_KEY: &str = "service-account-key";
 
 impl Kind {
     /// The Secret Manager secrets, in `names::SECRETS` order.
@@ -40,6 +46,7 @@ impl Kind {
             names::GITHUB_PRIVATE_KEY => Ok(Kind::GithubPrivateKey),
             names::OIDC_CLIENT_SECRET => Ok(Kind::OidcClientSecret),
             names::KMS_KEY => Ok(Kind::KmsKey),
+            SERVICE_ACCOUNT_KEY => Ok(Kind::ServiceAccountKey),
             other => Err(RotationError::UnknownSecret(
                 other.chars().take(80).collect(),
             )),
@@ -52,12 +59,19 @@ impl Kind {
             Kind::GithubPrivateKey => names::GITHUB_PRIVATE_KEY,
             Kind::OidcClientSecret => names::OIDC_CLIENT_SECRET,
             Kind::KmsKey => names::KMS_KEY,
+            Kind::ServiceAccountKey => SERVICE_ACCOUNT_KEY,
         }
     }
 
     /// Whether new values come from a person (no API can create them).
     pub fn is_upload(self) -> bool {
         matches!(self, Kind::GithubPrivateKey | Kind::OidcClientSecret)
+    }
+
+    /// Whether a credential of this kind grows riskier with age (due after
+    /// PATCHPANDA_KEY_MAX_AGE).
+    pub fn ages(self) -> bool {
+        self.is_upload() || self == Kind::ServiceAccountKey
     }
 }
 
@@ -115,10 +129,12 @@ pub(crate) struct StepCtx<'a> {
     pub pending: Option<u64>,
 }
 
-/// A fresh value for a generated kind.
-pub(crate) fn generate(kind: Kind) -> Result<SecretValue, RotationError> {
-    match kind {
+/// A fresh value for a generated kind (for a service-account key: a new key
+/// IAM just created).
+pub(crate) async fn generate(ctx: &StepCtx<'_>) -> Result<SecretValue, RotationError> {
+    match ctx.kind {
         Kind::WebhookSecret => Ok(webhook_secret::generate()),
+        Kind::ServiceAccountKey => service_account_key::create(ctx).await,
         other => Err(RotationError::NeedsUpload {
             secret: other.logical().to_string(),
         }),
@@ -177,7 +193,10 @@ pub(crate) async fn set(ctx: &StepCtx<'_>) -> Result<Option<String>, StepError> 
         }
         // Nothing to apply: the person who made the value gave it to its
         // issuer already (GitHub holds the key's public half).
-        Kind::GithubPrivateKey | Kind::OidcClientSecret | Kind::KmsKey => Ok(None),
+        Kind::GithubPrivateKey
+        | Kind::OidcClientSecret
+        | Kind::KmsKey
+        | Kind::ServiceAccountKey => Ok(None),
     }
 }
 
@@ -195,6 +214,10 @@ pub(crate) async fn test(ctx: &StepCtx<'_>) -> Result<Option<String>, StepError>
             let value = pending_value(ctx).await?;
             oidc_client_secret::validate(&value)?;
             Ok(None)
+        }
+        Kind::ServiceAccountKey => {
+            let value = pending_value(ctx).await?;
+            service_account_key::test(ctx, &value).await.map(Some)
         }
         Kind::KmsKey => Ok(None),
     }
@@ -300,6 +323,7 @@ mod tests {
             Kind::GithubPrivateKey,
             Kind::OidcClientSecret,
             Kind::KmsKey,
+            Kind::ServiceAccountKey,
         ] {
             assert_eq!(Kind::parse(k.logical()).unwrap(), k);
         }

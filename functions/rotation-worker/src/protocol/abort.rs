@@ -8,10 +8,11 @@
 
 use patchpanda_shared::names;
 use patchpanda_shared::notice::NoticeEvent;
+use patchpanda_shared::secrets::VersionRef;
 
 use super::lease::{Fin, Lease};
 use super::state::{LastRotation, note_disabled};
-use crate::kinds;
+use crate::kinds::{self, Kind};
 use crate::{RotationError, RotationOutcome, Rotator};
 
 impl Rotator {
@@ -45,9 +46,26 @@ impl Rotator {
         let mut disabled = Vec::new();
         if let Some(p) = pending
             && lease.state.base != Some(p)
-            && self.disable_version(&lease.id, p).await?
         {
-            disabled.push(p);
+            if lease.kind == Kind::ServiceAccountKey
+                && self
+                    .store
+                    .access(&lease.id, &VersionRef::Number(p))
+                    .await
+                    .is_ok()
+            {
+                // The key this rotation created dies with its version.
+                kinds::service_account_key::delete_key_of(
+                    &self.settings,
+                    self.store.as_ref(),
+                    &lease.id,
+                    p,
+                )
+                .await?;
+            }
+            if self.disable_version(&lease.id, p).await? {
+                disabled.push(p);
+            }
         }
         let event = if lease.kind.is_upload() {
             NoticeEvent::Failed

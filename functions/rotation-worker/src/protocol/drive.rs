@@ -9,7 +9,7 @@ use patchpanda_shared::secrets::{VersionRef, VersionState};
 
 use super::lease::{Fin, Lease};
 use super::state::{CrashPoint, LastRotation, Step, note_compromised, note_disabled, push_note};
-use crate::kinds::{self, StepError};
+use crate::kinds::{self, Kind, StepError};
 use crate::{RotationError, RotationOutcome, Rotator};
 
 impl Rotator {
@@ -139,7 +139,7 @@ impl Rotator {
             match self.adopt_added(lease).await? {
                 Some(n) => n,
                 None => {
-                    let value = kinds::generate(lease.kind)?;
+                    let value = kinds::generate(&self.step_ctx(lease)).await?;
                     let digest = kinds::digest(&value);
                     self.save(lease, Fin::Keep, |st, _, _| {
                         st.digest = Some(digest.clone())
@@ -277,7 +277,20 @@ impl Rotator {
             && let Some(current) = version
         {
             for v in self.store.list_versions(&lease.id).await? {
-                if v.number < current && self.disable_version(&lease.id, v.number).await? {
+                if v.number >= current {
+                    continue;
+                }
+                if lease.kind == Kind::ServiceAccountKey && v.state == VersionState::Enabled {
+                    // A leaked key dies at IAM now, not after a grace.
+                    kinds::service_account_key::delete_key_of(
+                        &self.settings,
+                        self.store.as_ref(),
+                        &lease.id,
+                        v.number,
+                    )
+                    .await?;
+                }
+                if self.disable_version(&lease.id, v.number).await? {
                     disabled.push(v.number);
                 }
             }

@@ -34,6 +34,16 @@ use crate::{RotationError, RotationOutcome, Rotator};
 use lease::Lease;
 
 impl Rotator {
+    /// The Secret Manager secrets this deployment rotates: the three of
+    /// every gateway, plus the service-account key when one is configured.
+    pub(crate) fn secret_kinds(&self) -> Vec<Kind> {
+        let mut kinds = Kind::SECRETS.to_vec();
+        if self.settings.service_account_keys.is_some() {
+            kinds.push(Kind::ServiceAccountKey);
+        }
+        kinds
+    }
+
     /// What a kind's step sees of this rotation.
     pub(crate) fn step_ctx<'a>(&'a self, lease: &'a Lease) -> StepCtx<'a> {
         StepCtx {
@@ -56,6 +66,9 @@ impl Rotator {
         let kind = Kind::parse(logical)?;
         if kind == Kind::KmsKey {
             return crate::kms::rotate(self, emergency).await;
+        }
+        if kind == Kind::ServiceAccountKey {
+            kinds::service_account_key::configured(&self.settings)?;
         }
         let id = self.settings.secret_id(kind.logical());
         let secret = self.store.get_secret(&id).await?;

@@ -14,6 +14,7 @@ mod lease;
 mod local_backend;
 mod rollback;
 mod rotate;
+mod service_account;
 mod status;
 mod uploads;
 
