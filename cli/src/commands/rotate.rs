@@ -16,7 +16,8 @@ use crate::output;
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     /// webhook-secret, github-private-key (after uploading a new key),
-    /// oidc-client-secret (after uploading) or kms-key.
+    /// oidc-client-secret (after uploading), kms-key, or
+    /// service-account-key (only with PATCHPANDA_SA_KEY_ACCOUNT set).
     pub name: String,
     /// Compromise procedure: no grace, the old version is disabled at once.
     #[arg(long)]

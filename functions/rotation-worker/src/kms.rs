@@ -182,6 +182,28 @@ pub(crate) async fn rotate(
             secret: names::KMS_KEY.to_string(),
         });
     }
+    match drive(rot, &mut record, resumed).await {
+        Err(e @ RotationError::Backend(_)) => {
+            // A backend outage: let the record's lease lapse now so the next
+            // trigger resumes at once (best effort; it lapses anyway).
+            let mut paused = record.clone();
+            paused.lease_until = rot.now();
+            if let Err(w) = rot.write_record(Some(&record), Some(&paused)).await {
+                tracing::warn!(error = %w, "could not release the KMS rotation's lease");
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The KMS rotation under its record: create (or adopt its own), set
+/// primary, prove, announce.
+async fn drive(
+    rot: &Rotator,
+    record: &mut KmsRecord,
+    resumed: bool,
+) -> Result<RotationOutcome, RotationError> {
     let rotation_id = record.id.clone();
     let old = record.old;
 
@@ -202,7 +224,7 @@ pub(crate) async fn rotate(
             let before = record.clone();
             record.created = Some(v.number);
             record.lease_until = rot.lease_end();
-            if !rot.write_record(Some(&before), Some(&record)).await? {
+            if !rot.write_record(Some(&before), Some(record)).await? {
                 return Err(RotationError::LostLease {
                     secret: names::KMS_KEY.to_string(),
                 });
@@ -238,7 +260,7 @@ pub(crate) async fn rotate(
         n.emergency = record.emergency;
         n.detail = Some(detail.clone());
         rot.publish(&n).await?;
-        rot.write_record(Some(&record), None).await?;
+        rot.write_record(Some(record), None).await?;
         return Err(RotationError::RolledBack {
             secret: names::KMS_KEY.to_string(),
             rotation_id,
@@ -263,7 +285,7 @@ pub(crate) async fn rotate(
     n.emergency = record.emergency;
     n.detail = Some(detail.clone());
     rot.publish(&n).await?;
-    rot.write_record(Some(&record), None).await?;
+    rot.write_record(Some(record), None).await?;
     Ok(RotationOutcome {
         secret: names::KMS_KEY.to_string(),
         rotation_id,

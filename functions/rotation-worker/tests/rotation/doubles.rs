@@ -88,10 +88,12 @@ impl SecretStore for StaleEtagOnce {
 }
 
 /// A KMS whose encrypt fails while `broken` is set (a new primary that
-/// does not work), otherwise the wrapped one.
+/// does not work), and whose set-primary is unavailable while
+/// `set_primary_down` is; otherwise the wrapped one.
 pub struct BrokenEncrypt {
     pub inner: Arc<dyn Kms>,
     pub broken: AtomicBool,
+    pub set_primary_down: AtomicBool,
 }
 
 #[async_trait]
@@ -117,6 +119,11 @@ impl Kms for BrokenEncrypt {
         self.inner.create_version().await
     }
     async fn set_primary(&self, number: u64) -> Result<KeyInfo> {
+        if self.set_primary_down.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "The service is currently unavailable.".into(),
+            ));
+        }
         self.inner.set_primary(number).await
     }
 }

@@ -81,6 +81,7 @@ async fn a_kms_version_that_fails_its_test_is_not_left_primary() {
     let kms = Arc::new(crate::doubles::BrokenEncrypt {
         inner: env.kms.clone(),
         broken: true.into(),
+        set_primary_down: false.into(),
     });
     let err = kms_rotator(&env, kms.clone())
         .rotate(names::KMS_KEY, false)
@@ -158,4 +159,33 @@ async fn a_kms_rotation_crashed_after_set_primary_is_announced_on_resume() {
         (NoticeEvent::Rotated, Some(before + 1))
     );
     assert_eq!(rotated.rotation_id, notices[0].rotation_id);
+}
+
+/// A KMS outage mid-rotation releases the record's lease: the next trigger
+/// resumes at once with the version already created, not another one.
+#[tokio::test]
+async fn a_kms_outage_pauses_and_the_next_trigger_resumes_at_once() {
+    let env = TestEnv::new(false).await;
+    let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
+    let kms = Arc::new(crate::doubles::BrokenEncrypt {
+        inner: env.kms.clone(),
+        broken: false.into(),
+        set_primary_down: true.into(),
+    });
+    let err = kms_rotator(&env, kms.clone())
+        .rotate(names::KMS_KEY, false)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    kms.set_primary_down.store(false, Ordering::SeqCst);
+    let out = kms_rotator(&env, kms)
+        .rotate(names::KMS_KEY, false)
+        .await
+        .unwrap();
+    assert!(out.resumed);
+    assert_eq!(out.version, Some(before + 1));
+    assert_eq!(
+        env.kms.list_versions().await.unwrap().len() as u64,
+        before + 1
+    );
 }
