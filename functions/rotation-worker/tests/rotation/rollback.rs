@@ -192,3 +192,38 @@ async fn a_restored_version_is_promoted_through_the_protocol() {
     let err = env.rotator().restore_version(WH, 1).await.unwrap_err();
     assert!(matches!(err, RotationError::Precondition { .. }), "{err}");
 }
+
+/// Two operators rolling back at once: one holds the lease while GitHub is
+/// slow, the other is told a rollback is in progress; one revert happens.
+#[tokio::test]
+async fn concurrent_rollbacks_make_exactly_one_revert() {
+    let env = TestEnv::new(true).await;
+    env.rotator().rotate(WH, false).await.unwrap();
+    let gh = env.github();
+    let patched = gh.patches.load(Ordering::SeqCst);
+    let hold = gh.hold_patches().await;
+    let first = {
+        let r = env.rotator();
+        tokio::spawn(async move { r.rollback(WH).await })
+    };
+    // (The rotation's PATCH left a stored notify permit: count instead.)
+    while gh.patches.load(Ordering::SeqCst) == patched {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = env.rotator().rollback(WH).await.unwrap_err();
+    let RotationError::InProgress { step, .. } = &err else {
+        panic!("expected in progress, got {err}");
+    };
+    assert_eq!(step, "reverting");
+    drop(hold);
+    let out = first.await.unwrap().unwrap();
+    assert_eq!((out.version, out.previous_version), (Some(1), Some(2)));
+    let reverts = env
+        .bus
+        .notices()
+        .iter()
+        .filter(|n| n.event == NoticeEvent::RolledBack)
+        .count();
+    assert_eq!(reverts, 1);
+    assert_eq!(env.github().hook_secret(), env.value(WH, 1).await);
+}
