@@ -120,6 +120,25 @@ impl RotationNotice {
         }
     }
 
+    /// An operator's announcement of a planned change (contract 8): changes
+    /// by `principal` to `secret` until `until` are expected.
+    pub fn announced(
+        secret: &str,
+        principal: &str,
+        until: DateTime<Utc>,
+        detail: impl Into<String>,
+    ) -> Self {
+        let mut n = Self::new(
+            secret,
+            NoticeEvent::Announced,
+            &uuid::Uuid::new_v4().to_string(),
+        );
+        n.principal = Some(principal.to_string());
+        n.until = Some(until);
+        n.detail = Some(detail.into());
+        n
+    }
+
     /// The bus message: JSON data plus the attributes DESIGN.md names.
     pub fn to_message(&self) -> Message {
         let data = serde_json::to_vec(self).expect("a notice always serializes");
@@ -177,5 +196,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn an_announcement_names_who_what_and_until_when() {
+        let until = Utc::now() + chrono::Duration::minutes(30);
+        let n = RotationNotice::announced("github-private-key", "ops@example.com", until, "upload");
+        assert_eq!(n.event, NoticeEvent::Announced);
+        assert_eq!(n.principal.as_deref(), Some("ops@example.com"));
+        assert_eq!(n.until, Some(until));
+        assert!(!n.rotation_id.is_empty());
+        let back = RotationNotice::from_data(&n.to_message().data).unwrap();
+        assert_eq!(back, n);
     }
 }

@@ -20,13 +20,17 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use patchpanda_shared::kms::envelope::{self, Sealed};
-use patchpanda_shared::secrets::{SecretUpdate, VersionRef, VersionState};
+use patchpanda_shared::secrets::{VersionRef, VersionState};
 use patchpanda_shared::{Error, SecretValue};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Failure, Outcome};
 use crate::context::Ctx;
+
+#[path = "restore.rs"]
+mod restore_impl;
+pub use restore_impl::restore;
 
 pub const FORMAT: &str = "patchpanda-backup";
 pub const FORMAT_VERSION: u32 = 1;
@@ -48,6 +52,11 @@ pub struct RestoreArgs {
     /// Verify the file and show what would be added, changing nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// For secrets that exist: also make the backup's `current` current
+    /// again, through the rotation protocol (announced; GitHub is given the
+    /// webhook secret). Without it no alias of an existing secret moves.
+    #[arg(long)]
+    pub move_aliases: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -79,7 +88,7 @@ struct BackupFile {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Contents {
+pub(super) struct Contents {
     secrets: Vec<SecretEntry>,
 }
 
@@ -272,25 +281,8 @@ impl Drop for PendingFile {
     }
 }
 
-#[derive(Serialize)]
-struct RestoreReport {
-    dry_run: bool,
-    file: String,
-    created_at: DateTime<Utc>,
-    secrets: Vec<RestoredSecret>,
-}
-
-#[derive(Serialize)]
-struct RestoredSecret {
-    id: String,
-    created_secret: bool,
-    /// Backed-up version number -> the new version number (None on a dry run).
-    versions: Vec<(u64, Option<u64>)>,
-    aliases: BTreeMap<String, u64>,
-}
-
 /// Reads and verifies a backup: nothing is changed before this succeeds.
-async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failure> {
+pub(super) async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failure> {
     let raw =
         std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
     let file: BackupFile = serde_json::from_slice(&raw).map_err(|_| {
@@ -334,105 +326,4 @@ async fn open_backup(ctx: &Ctx, path: &Path) -> Result<(Header, Contents), Failu
         )));
     }
     Ok((file.header, contents))
-}
-
-pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
-    let (header, contents) = open_backup(ctx, &a.file).await?;
-    let store = &ctx.backends().await?.secrets;
-    let mut report = RestoreReport {
-        dry_run: a.dry_run,
-        file: a.file.display().to_string(),
-        created_at: header.created_at,
-        secrets: Vec::new(),
-    };
-    for entry in contents.secrets {
-        let exists = match store.get_secret(&entry.id).await {
-            Ok(_) => true,
-            Err(Error::NotFound(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        let mut restored = RestoredSecret {
-            id: entry.id.clone(),
-            created_secret: !exists,
-            versions: Vec::new(),
-            aliases: BTreeMap::new(),
-        };
-        if a.dry_run {
-            restored.versions = entry.versions.iter().map(|v| (v.number, None)).collect();
-            restored.aliases = entry.aliases.clone();
-            report.secrets.push(restored);
-            continue;
-        }
-        if !exists {
-            store.create_secret(&entry.id).await?;
-        }
-        let mut mapping = BTreeMap::new();
-        for v in &entry.versions {
-            let added = store.add_version(&entry.id, v.data.expose()).await?;
-            mapping.insert(v.number, added.number);
-            restored.versions.push((v.number, Some(added.number)));
-        }
-        let secret = store.get_secret(&entry.id).await?;
-        let mut aliases = secret.aliases.clone();
-        for (alias, old) in &entry.aliases {
-            if let Some(new) = mapping.get(old) {
-                aliases.insert(alias.clone(), *new);
-                restored.aliases.insert(alias.clone(), *new);
-            }
-        }
-        if aliases != secret.aliases {
-            store
-                .update_secret(
-                    &entry.id,
-                    SecretUpdate {
-                        aliases: Some(aliases),
-                        annotations: None,
-                    },
-                    Some(&secret.etag),
-                )
-                .await?;
-        }
-        report.secrets.push(restored);
-    }
-    if a.json {
-        crate::output::print_json(&report);
-        return Ok(());
-    }
-    let verb = if a.dry_run {
-        "Would restore"
-    } else {
-        "Restored"
-    };
-    println!(
-        "{verb} from {} (backup of {}):",
-        report.file,
-        crate::output::time(header.created_at)
-    );
-    for s in &report.secrets {
-        let versions: Vec<String> = s
-            .versions
-            .iter()
-            .map(|(old, new)| match new {
-                Some(n) => format!("{old}->{n}"),
-                None => old.to_string(),
-            })
-            .collect();
-        let aliases: Vec<String> = s.aliases.iter().map(|(a, n)| format!("{a}={n}")).collect();
-        println!(
-            "  {}{}: versions {}; aliases {}",
-            ctx.logical(&s.id),
-            if s.created_secret {
-                " (new secret)"
-            } else {
-                ""
-            },
-            versions.join(", "),
-            if aliases.is_empty() {
-                "-".into()
-            } else {
-                aliases.join(", ")
-            }
-        );
-    }
-    Ok(())
 }

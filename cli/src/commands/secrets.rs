@@ -239,6 +239,8 @@ async fn add(ctx: &Ctx, a: AddArgs) -> Outcome {
             value.len()
         )));
     }
+    // The documented key upload announces itself first (contract 8).
+    super::rotate::announce_upload(ctx, &a.name).await?;
     let store = &ctx.backends().await?.secrets;
     let id = ctx.secret_id(&a.name);
     let created =

@@ -20,7 +20,7 @@ fn secs(s: i64) -> String {
 pub async fn run(ctx: &Ctx, a: StatusArgs) -> Outcome {
     // Reading status is metadata only; it runs as the caller.
     let b = ctx.backends().await?;
-    let settings = rotation_worker::Settings::from_config(&ctx.config, &ctx.env)?;
+    let settings = rotation_worker::Settings::from_env(&ctx.config, &ctx.env)?;
     let r =
         rotation_worker::Rotator::new(b.secrets.clone(), b.kms.clone(), b.bus.clone(), settings);
     let report = r.status().await?;
@@ -52,10 +52,23 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Outcome {
             ]);
             continue;
         }
+        // A version an emergency retired is compromised: say so wherever
+        // it shows, and mark the current version that replaced it.
         let v = |v: &Option<rotation_worker::status::VersionInfo>| {
             v.as_ref()
-                .map(|v| format!("{} ({})", v.number, v.state))
+                .map(|v| {
+                    let compromised = if s.compromised.contains(&v.number) {
+                        ", compromised"
+                    } else {
+                        ""
+                    };
+                    format!("{} ({}{compromised})", v.number, v.state)
+                })
                 .unwrap_or_else(|| "-".into())
+        };
+        let current = match (&s.current, s.emergency) {
+            (Some(c), true) => format!("{} (emergency)", v(&Some(c.clone()))),
+            _ => v(&s.current),
         };
         let pending = match (&s.pending, &s.rotation) {
             (_, Some(r)) if r.lapsed => format!(
@@ -94,7 +107,7 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Outcome {
             .unwrap_or_else(|| "-".into());
         t.row(vec![
             s.secret.clone(),
-            v(&s.current),
+            current,
             s.current
                 .as_ref()
                 .map(|c| secs(c.age_seconds))

@@ -29,6 +29,7 @@ mod bus;
 mod debug_logs;
 mod health;
 mod rotate;
+mod rotation_ops;
 mod secrets;
 mod token;
 mod usage;

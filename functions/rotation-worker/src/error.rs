@@ -11,7 +11,7 @@ use crate::protocol::CrashPoint;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RotationError {
     #[error(
-        "unknown secret {0:?}: expected webhook-secret, github-private-key, oidc-client-secret or kms-key"
+        "unknown secret {0:?}: expected webhook-secret, github-private-key, oidc-client-secret, kms-key or service-account-key"
     )]
     UnknownSecret(String),
     /// Another worker holds the secret's rotation lease.

@@ -15,7 +15,8 @@ use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{SecretUpdate, StateChange, VersionRef, VersionState};
 use serde::Serialize;
 
-use crate::kinds::{self, Kind};
+use crate::kinds::Kind;
+use crate::protocol::lease::lost_race;
 use crate::protocol::{self, ANNOTATION_DISABLED_AT};
 use crate::status::due_reason;
 use crate::{RotationError, Rotator};
@@ -58,16 +59,12 @@ pub struct DueSecret {
     pub current_version: Option<u64>,
 }
 
-/// How often the disabled-at bookkeeping is re-tried against a secret that
-/// keeps changing.
-const CAS_ATTEMPTS: usize = 8;
-
 impl Rotator {
     /// Ends grace periods and retention for every secret.
     pub async fn finish(&self) -> Result<FinishReport, RotationError> {
         let mut report = FinishReport::default();
         let run_id = uuid::Uuid::new_v4().to_string();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             if let Err(e) = self.finish_secret(kind, &run_id, &mut report).await {
                 tracing::warn!(secret = kind.logical(), error = %e, "finish failed for one secret");
                 report.errors.push(format!("{}: {e}", kind.logical()));
@@ -128,7 +125,21 @@ impl Rotator {
         }
         let mut disabled_now = Vec::new();
         for (n, reason) in to_disable {
-            if self.still_quiet(&id).await? && self.disable_version(&id, n).await? {
+            if !self.still_quiet(&id).await? {
+                continue;
+            }
+            if kind == Kind::ServiceAccountKey {
+                // The key dies at IAM before its version is disabled (a
+                // disabled version cannot be read back to name the key).
+                crate::kinds::service_account_key::delete_key_of(
+                    &self.settings,
+                    self.store.as_ref(),
+                    &id,
+                    n,
+                )
+                .await?;
+            }
+            if self.disable_version(&id, n).await? {
                 disabled_now.push(n);
                 report.disabled.push(VersionChange {
                     secret: logical.to_string(),
@@ -215,10 +226,10 @@ impl Rotator {
         id: &str,
         seen: &std::collections::BTreeMap<u64, DateTime<Utc>>,
     ) -> Result<(), RotationError> {
-        for _ in 0..CAS_ATTEMPTS {
+        for _ in 0..protocol::lease::CAS_ATTEMPTS {
             let secret = self.store.get_secret(id).await?;
             let mut annotations = secret.annotations.clone();
-            protocol::set_disabled_at(&mut annotations, seen);
+            protocol::state::set_disabled_at(&mut annotations, seen);
             if annotations.get(ANNOTATION_DISABLED_AT)
                 == secret.annotations.get(ANNOTATION_DISABLED_AT)
             {
@@ -234,7 +245,7 @@ impl Rotator {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(Error::Aborted(_)) => continue,
+                Err(e) if lost_race(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -265,7 +276,7 @@ impl Rotator {
     pub async fn due_check(&self) -> Result<DueReport, RotationError> {
         let now = self.now();
         let mut report = DueReport::default();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             let id = self.settings.secret_id(kind.logical());
             let secret = match self.store.get_secret(&id).await {
                 Ok(s) => s,
@@ -282,7 +293,7 @@ impl Rotator {
                 continue;
             };
             if kind.is_upload() {
-                kinds::announce_due(self, kind, &secret, &reason).await?;
+                self.announce_due(kind, &secret, &reason).await?;
             } else {
                 let mut n = self.notice(
                     kind.logical(),

@@ -2,6 +2,7 @@
 //! put a failing or stalling App in place of the real client.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use patchpanda_shared::SecretValue;
@@ -78,12 +79,18 @@ impl std::fmt::Debug for GitHubSettings {
 }
 
 impl GitHubSettings {
-    /// The real GitHub at `api_url`.
+    /// The real GitHub at `api_url`, with the default per-call timeout.
     pub fn rest(api_url: &str, app_id: &str) -> Self {
+        Self::rest_with_timeout(api_url, app_id, crate::settings::DEFAULT_GITHUB_TIMEOUT)
+    }
+
+    /// The real GitHub at `api_url`; each call may take up to `timeout`.
+    pub fn rest_with_timeout(api_url: &str, app_id: &str, timeout: Duration) -> Self {
         Self {
             app_id: app_id.to_string(),
             factory: Arc::new(RestFactory {
                 api_url: api_url.to_string(),
+                timeout,
             }),
         }
     }
@@ -105,6 +112,7 @@ impl GitHubSettings {
 
 struct RestFactory {
     api_url: String,
+    timeout: Duration,
 }
 
 impl AppFactory for RestFactory {
@@ -113,10 +121,11 @@ impl AppFactory for RestFactory {
         app_id: &str,
         private_key: &SecretValue,
     ) -> Result<Arc<dyn AppApi>, AppApiError> {
-        Ok(Arc::new(Rest(GitHubApp::new(
+        Ok(Arc::new(Rest(GitHubApp::with_timeout(
             &self.api_url,
             app_id,
             private_key,
+            self.timeout,
         )?)))
     }
 }
@@ -135,7 +144,17 @@ impl AppApi for Rest {
     }
 
     async fn update_hook_secret(&self, secret: &SecretValue) -> Result<(), AppApiError> {
-        self.0.update_hook_secret(secret).await?;
-        Ok(())
+        match self.0.update_hook_secret(secret).await {
+            Ok(_) => Ok(()),
+            // The status is GitHub's answer: a 2xx whose body we cannot read
+            // (204 from GitHub Enterprise or a proxy, an HTML page) still
+            // means GitHub took the secret. Reading it as "unchanged" would
+            // let a rollback disable the secret GitHub now signs with.
+            Err(GitHubError::Decode(e)) => {
+                tracing::info!(error = %e, "PATCH /app/hook/config answered 2xx with an unreadable body; GitHub took the secret");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use patchpanda_shared::Error;
 use patchpanda_shared::kms::KeyVersionState;
 use patchpanda_shared::names;
+use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{Secret, SecretVersion, VersionState};
 use serde::Serialize;
 
@@ -43,6 +44,12 @@ pub struct SecretStatus {
     pub last_rotation: Option<LastRotation>,
     /// An uploaded version waiting to be promoted.
     pub unpromoted_upload: Option<u64>,
+    /// The current version came from an emergency rotation (or one is in
+    /// flight): the versions before it are compromised.
+    pub emergency: bool,
+    /// Versions an emergency rotation retired as compromised; a rollback
+    /// onto one needs `--force`.
+    pub compromised: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,7 +108,7 @@ pub(crate) fn due_reason(
         return Some("there is no current version".to_string());
     };
     let age = (now - current.create_time).to_std().unwrap_or_default();
-    if kind.is_upload() && age > settings.key_max_age {
+    if kind.ages() && age > settings.key_max_age {
         return Some(format!(
             "the current version is {} days old (limit {} days)",
             age.as_secs() / 86400,
@@ -124,7 +131,7 @@ impl Rotator {
     pub async fn status(&self) -> Result<StatusReport, RotationError> {
         let now = self.now();
         let mut secrets = Vec::new();
-        for kind in Kind::SECRETS {
+        for kind in self.secret_kinds() {
             secrets.push(self.secret_status(kind, now).await?);
         }
         Ok(StatusReport {
@@ -156,6 +163,8 @@ impl Rotator {
             rotation: None,
             last_rotation: None,
             unpromoted_upload: None,
+            emergency: false,
+            compromised: Vec::new(),
         };
         let secret = match self.store.get_secret(&id).await {
             Ok(s) => s,
@@ -197,8 +206,14 @@ impl Rotator {
             reason: r.reason,
         });
         st.last_rotation = protocol::last_rotation(&secret);
+        st.compromised = protocol::compromised(&secret).into_iter().collect();
+        let current_number = st.current.as_ref().map(|c| c.number);
+        st.emergency = st.rotation.as_ref().is_some_and(|r| r.emergency)
+            || st.last_rotation.as_ref().is_some_and(|l| {
+                l.emergency && l.result == NoticeEvent::Rotated && l.version == current_number
+            });
         if kind.is_upload() {
-            st.unpromoted_upload = kinds::newest_upload(self, &id, &secret).await?;
+            st.unpromoted_upload = kinds::newest_upload(self.store.as_ref(), &id, &secret).await?;
         }
         Ok(st)
     }

@@ -7,20 +7,20 @@ use patchpanda_shared::SecretValue;
 use patchpanda_shared::github::app_jwt::validate_private_key;
 
 use super::StepError;
-use crate::Rotator;
+use crate::Settings;
 
 /// The smallest key accepted, whatever the parser allows.
 pub const MIN_BITS: u32 = 2048;
 
 /// Validates an uploaded key; the line says what was proven.
-pub(crate) async fn test(rot: &Rotator, pem: &SecretValue) -> Result<String, StepError> {
+pub(crate) async fn test(settings: &Settings, pem: &SecretValue) -> Result<String, StepError> {
     let bits = validate_private_key(pem).map_err(|e| StepError::permanent(e.to_string()))?;
     if bits < MIN_BITS {
         return Err(StepError::permanent(format!(
             "the key is RSA-{bits}; at least RSA-{MIN_BITS} is required"
         )));
     }
-    let Some(gh) = &rot.settings.github else {
+    let Some(gh) = &settings.github else {
         let note = format!(
             "key parsed (RSA-{bits}); no GitHub App configured (GITHUB_APP_ID unset), so it was not tried against GitHub"
         );

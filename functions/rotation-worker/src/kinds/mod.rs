@@ -1,22 +1,22 @@
 //! What differs between the secrets: how a new value is made (generated or
 //! uploaded by a person), where it is applied, and how it is proven to work.
-//! One file per kind; this module dispatches.
+//! One file per kind; this module dispatches. A kind sees only a
+//! [`StepCtx`] (backends, settings and the rotation's versions), never the
+//! protocol driving it.
 
 pub mod github_private_key;
-pub mod kms_key;
 pub mod oidc_client_secret;
+pub mod service_account_key;
 pub mod webhook_secret;
 
 use std::sync::Arc;
 
-use patchpanda_shared::notice::NoticeEvent;
-use patchpanda_shared::secrets::{Secret, VersionRef, VersionState};
+use patchpanda_shared::secrets::{Secret, SecretStore, VersionRef, VersionState};
 use patchpanda_shared::{Error, SecretValue, names};
 use sha2::{Digest, Sha256};
 
 use crate::github::{AppApi, AppApiError};
-use crate::protocol::Lease;
-use crate::{RotationError, Rotator};
+use crate::{RotationError, Settings};
 
 /// The things the worker rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +25,12 @@ pub enum Kind {
     GithubPrivateKey,
     OidcClientSecret,
     KmsKey,
+    /// A key of a named service account (opt-in; see [`crate::iam`]).
+    ServiceAccountKey,
 }
+
+/// Logical name of the service-account key secret.
+pub const SERVICE_ACCOUNT_KEY: &str = "service-account-key";
 
 impl Kind {
     /// The Secret Manager secrets, in `names::SECRETS` order.
@@ -41,6 +46,7 @@ impl Kind {
             names::GITHUB_PRIVATE_KEY => Ok(Kind::GithubPrivateKey),
             names::OIDC_CLIENT_SECRET => Ok(Kind::OidcClientSecret),
             names::KMS_KEY => Ok(Kind::KmsKey),
+            SERVICE_ACCOUNT_KEY => Ok(Kind::ServiceAccountKey),
             other => Err(RotationError::UnknownSecret(
                 other.chars().take(80).collect(),
             )),
@@ -53,12 +59,19 @@ impl Kind {
             Kind::GithubPrivateKey => names::GITHUB_PRIVATE_KEY,
             Kind::OidcClientSecret => names::OIDC_CLIENT_SECRET,
             Kind::KmsKey => names::KMS_KEY,
+            Kind::ServiceAccountKey => SERVICE_ACCOUNT_KEY,
         }
     }
 
     /// Whether new values come from a person (no API can create them).
     pub fn is_upload(self) -> bool {
         matches!(self, Kind::GithubPrivateKey | Kind::OidcClientSecret)
+    }
+
+    /// Whether a credential of this kind grows riskier with age (due after
+    /// PATCHPANDA_KEY_MAX_AGE).
+    pub fn ages(self) -> bool {
+        self.is_upload() || self == Kind::ServiceAccountKey
     }
 }
 
@@ -103,10 +116,25 @@ impl From<Error> for StepError {
     }
 }
 
-/// A fresh value for a generated kind.
-pub(crate) fn generate(kind: Kind) -> Result<SecretValue, RotationError> {
-    match kind {
+/// What a kind's step may see and touch: built by the protocol per step.
+pub(crate) struct StepCtx<'a> {
+    pub kind: Kind,
+    pub store: &'a dyn SecretStore,
+    pub settings: &'a Settings,
+    /// Secret Manager id.
+    pub id: &'a str,
+    /// `current` when the rotation began.
+    pub base: Option<u64>,
+    /// The version being rotated in.
+    pub pending: Option<u64>,
+}
+
+/// A fresh value for a generated kind (for a service-account key: a new key
+/// IAM just created).
+pub(crate) async fn generate(ctx: &StepCtx<'_>) -> Result<SecretValue, RotationError> {
+    match ctx.kind {
         Kind::WebhookSecret => Ok(webhook_secret::generate()),
+        Kind::ServiceAccountKey => service_account_key::create(ctx).await,
         other => Err(RotationError::NeedsUpload {
             secret: other.logical().to_string(),
         }),
@@ -120,12 +148,12 @@ pub(crate) fn digest(value: &SecretValue) -> String {
 
 /// The App, authenticated with the current private key; `None` when no App
 /// is configured.
-pub(crate) async fn app_api(rot: &Rotator) -> Result<Option<Arc<dyn AppApi>>, StepError> {
-    let Some(gh) = &rot.settings.github else {
+pub(crate) async fn app_api(ctx: &StepCtx<'_>) -> Result<Option<Arc<dyn AppApi>>, StepError> {
+    let Some(gh) = &ctx.settings.github else {
         return Ok(None);
     };
-    let key_id = rot.settings.secret_id(names::GITHUB_PRIVATE_KEY);
-    let key = rot
+    let key_id = ctx.settings.secret_id(names::GITHUB_PRIVATE_KEY);
+    let key = ctx
         .store
         .access(&key_id, &VersionRef::alias(names::ALIAS_CURRENT))
         .await
@@ -141,82 +169,87 @@ pub(crate) async fn app_api(rot: &Rotator) -> Result<Option<Arc<dyn AppApi>>, St
     })?))
 }
 
-pub(crate) fn set_touches_github(rot: &Rotator, kind: Kind) -> bool {
-    kind == Kind::WebhookSecret && rot.settings.github.is_some()
+pub(crate) fn set_touches_github(settings: &Settings, kind: Kind) -> bool {
+    kind == Kind::WebhookSecret && settings.github.is_some()
 }
 
-async fn pending_value(rot: &Rotator, lease: &Lease) -> Result<SecretValue, StepError> {
-    let Some(p) = lease.state.pending else {
+async fn pending_value(ctx: &StepCtx<'_>) -> Result<SecretValue, StepError> {
+    let Some(p) = ctx.pending else {
         return Err(StepError::permanent("the rotation has no pending version"));
     };
-    Ok(rot
+    Ok(ctx
         .store
-        .access(&lease.id, &VersionRef::Number(p))
+        .access(ctx.id, &VersionRef::Number(p))
         .await?
         .value)
 }
 
 /// Step 2: apply the pending value where it is used. A note when skipped.
-pub(crate) async fn set(rot: &Rotator, lease: &Lease) -> Result<Option<String>, StepError> {
-    match lease.kind {
+pub(crate) async fn set(ctx: &StepCtx<'_>) -> Result<Option<String>, StepError> {
+    match ctx.kind {
         Kind::WebhookSecret => {
-            let value = pending_value(rot, lease).await?;
-            webhook_secret::set(rot, &value).await
+            let value = pending_value(ctx).await?;
+            webhook_secret::set(ctx, &value).await
         }
         // Nothing to apply: the person who made the value gave it to its
         // issuer already (GitHub holds the key's public half).
-        Kind::GithubPrivateKey | Kind::OidcClientSecret | Kind::KmsKey => Ok(None),
+        Kind::GithubPrivateKey
+        | Kind::OidcClientSecret
+        | Kind::KmsKey
+        | Kind::ServiceAccountKey => Ok(None),
     }
 }
 
 /// Step 3: prove the pending value works.
-pub(crate) async fn test(rot: &Rotator, lease: &Lease) -> Result<Option<String>, StepError> {
-    match lease.kind {
-        Kind::WebhookSecret => webhook_secret::test(rot).await,
+pub(crate) async fn test(ctx: &StepCtx<'_>) -> Result<Option<String>, StepError> {
+    match ctx.kind {
+        Kind::WebhookSecret => webhook_secret::test(ctx).await,
         Kind::GithubPrivateKey => {
-            let value = pending_value(rot, lease).await?;
-            github_private_key::test(rot, &value).await.map(Some)
+            let value = pending_value(ctx).await?;
+            github_private_key::test(ctx.settings, &value)
+                .await
+                .map(Some)
         }
         Kind::OidcClientSecret => {
-            let value = pending_value(rot, lease).await?;
+            let value = pending_value(ctx).await?;
             oidc_client_secret::validate(&value)?;
             Ok(None)
+        }
+        Kind::ServiceAccountKey => {
+            let value = pending_value(ctx).await?;
+            service_account_key::test(ctx, &value).await.map(Some)
         }
         Kind::KmsKey => Ok(None),
     }
 }
 
 /// Rollback: give GitHub back the secret that stays current.
-pub(crate) async fn restore_github(rot: &Rotator, lease: &Lease) -> Result<(), StepError> {
-    if lease.kind != Kind::WebhookSecret {
+pub(crate) async fn restore_github(ctx: &StepCtx<'_>) -> Result<(), StepError> {
+    if ctx.kind != Kind::WebhookSecret {
         return Ok(());
     }
-    let Some(base) = lease.state.base else {
+    let Some(base) = ctx.base else {
         return Err(StepError::permanent(
             "there is no earlier secret to give GitHub back",
         ));
     };
-    apply_to_github(rot, lease.kind, &lease.id, base)
-        .await
-        .map(|_| ())
+    apply_to_github(ctx, base).await.map(|_| ())
 }
 
 /// Gives GitHub the value of `version` (webhook secret only).
 pub(crate) async fn apply_to_github(
-    rot: &Rotator,
-    kind: Kind,
-    id: &str,
+    ctx: &StepCtx<'_>,
     version: u64,
 ) -> Result<Option<String>, StepError> {
-    if kind != Kind::WebhookSecret {
+    if ctx.kind != Kind::WebhookSecret {
         return Ok(None);
     }
-    let value = rot
+    let value = ctx
         .store
-        .access(id, &VersionRef::Number(version))
+        .access(ctx.id, &VersionRef::Number(version))
         .await?
         .value;
-    webhook_secret::set(rot, &value).await
+    webhook_secret::set(ctx, &value).await
 }
 
 /// What people must do after a new value of `kind` became current.
@@ -230,13 +263,12 @@ pub(crate) fn after_promotion(kind: Kind, old: Option<u64>) -> Option<String> {
 /// The newest upload not yet promoted: enabled, newer than `current`, and
 /// carrying no alias.
 pub(crate) async fn newest_upload(
-    rot: &Rotator,
+    store: &dyn SecretStore,
     id: &str,
     secret: &Secret,
 ) -> Result<Option<u64>, RotationError> {
     let current = secret.aliases.get(names::ALIAS_CURRENT).copied();
-    Ok(rot
-        .store
+    Ok(store
         .list_versions(id)
         .await?
         .into_iter()
@@ -250,16 +282,12 @@ pub(crate) async fn newest_upload(
 }
 
 pub(crate) async fn is_unpromoted_upload(
-    rot: &Rotator,
+    store: &dyn SecretStore,
     id: &str,
     secret: &Secret,
     version: u64,
 ) -> Result<bool, RotationError> {
-    let v = match rot
-        .store
-        .get_version(id, &VersionRef::Number(version))
-        .await
-    {
+    let v = match store.get_version(id, &VersionRef::Number(version)).await {
         Ok(v) => v,
         Err(Error::NotFound(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
@@ -284,23 +312,6 @@ pub(crate) fn upload_instructions(kind: Kind) -> String {
     }
 }
 
-/// A `due` notice for a hand-made credential.
-pub(crate) async fn announce_due(
-    rot: &Rotator,
-    kind: Kind,
-    secret: &Secret,
-    why: &str,
-) -> Result<(), RotationError> {
-    let mut n = rot.notice(
-        kind.logical(),
-        NoticeEvent::Due,
-        &uuid::Uuid::new_v4().to_string(),
-    );
-    n.version = secret.aliases.get(names::ALIAS_CURRENT).copied();
-    n.detail = Some(format!("{why}: {}", upload_instructions(kind)));
-    rot.publish(&n).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +323,7 @@ mod tests {
             Kind::GithubPrivateKey,
             Kind::OidcClientSecret,
             Kind::KmsKey,
+            Kind::ServiceAccountKey,
         ] {
             assert_eq!(Kind::parse(k.logical()).unwrap(), k);
         }

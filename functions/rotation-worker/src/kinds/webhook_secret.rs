@@ -7,8 +7,7 @@ use patchpanda_shared::SecretValue;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::{StepError, app_api};
-use crate::Rotator;
+use super::{StepCtx, StepError, app_api};
 
 /// Bytes of randomness in a webhook secret (written as hex).
 pub const SECRET_BYTES: usize = 32;
@@ -23,8 +22,11 @@ pub fn generate() -> SecretValue {
 }
 
 /// Gives GitHub `value` as the App's webhook secret.
-pub(crate) async fn set(rot: &Rotator, value: &SecretValue) -> Result<Option<String>, StepError> {
-    let Some(api) = app_api(rot).await? else {
+pub(crate) async fn set(
+    ctx: &StepCtx<'_>,
+    value: &SecretValue,
+) -> Result<Option<String>, StepError> {
+    let Some(api) = app_api(ctx).await? else {
         tracing::info!("{NO_APP_NOTE}");
         return Ok(Some(NO_APP_NOTE.to_string()));
     };
@@ -37,8 +39,8 @@ pub(crate) async fn set(rot: &Rotator, value: &SecretValue) -> Result<Option<Str
 }
 
 /// The App still authenticates and its hook config answers.
-pub(crate) async fn test(rot: &Rotator) -> Result<Option<String>, StepError> {
-    let Some(api) = app_api(rot).await? else {
+pub(crate) async fn test(ctx: &StepCtx<'_>) -> Result<Option<String>, StepError> {
+    let Some(api) = app_api(ctx).await? else {
         return Ok(Some(NO_APP_NOTE.to_string()));
     };
     let id = api.app_id().await.map_err(|e| StepError {
@@ -49,7 +51,7 @@ pub(crate) async fn test(rot: &Rotator) -> Result<Option<String>, StepError> {
         retryable: e.retryable,
         github_unchanged: false,
     })?;
-    if let Some(gh) = &rot.settings.github
+    if let Some(gh) = &ctx.settings.github
         && !gh.is_this_app(id)
     {
         return Err(StepError {

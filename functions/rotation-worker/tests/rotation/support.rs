@@ -1,5 +1,5 @@
 //! Test doubles: a Secret Manager in memory that keeps its rules (etags
-//! change on every update and guard it with Aborted; aliases only name live
+//! change on every update and guard it with FailedPrecondition, as Secret Manager does; aliases only name live
 //! versions; aliased versions cannot be destroyed; only enabled versions can
 //! be read), a bus that records, a clock tests move, and a stub GitHub that
 //! checks the App JWT's signature, issuer and lifetime.
@@ -31,11 +31,11 @@ use patchpanda_shared::{Error, Result, SecretValue, names};
 use rotation_worker::{GitHubSettings, Rotator, Settings};
 use serde_json::{Value, json};
 
-pub const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
-pub const APP_PUB: &str = include_str!("../fixtures/app-key.pub.pem");
-pub const NEXT_KEY: &str = include_str!("../fixtures/next-key.pem");
-pub const NEXT_PUB: &str = include_str!("../fixtures/next-key.pub.pem");
-pub const WEAK_KEY: &str = include_str!("../fixtures/weak-1024.pem");
+pub const APP_KEY: &str = include_str!("fixtures/app-key.pem");
+pub const APP_PUB: &str = include_str!("fixtures/app-key.pub.pem");
+pub const NEXT_KEY: &str = include_str!("fixtures/next-key.pem");
+pub const NEXT_PUB: &str = include_str!("fixtures/next-key.pub.pem");
+pub const WEAK_KEY: &str = include_str!("fixtures/weak-1024.pem");
 pub const APP_ID: &str = "12345";
 pub const INITIAL_WEBHOOK_SECRET: &str = "initial-webhook-secret-for-tests";
 
@@ -262,7 +262,9 @@ impl SecretStore for MemStore {
         if let Some(e) = etag
             && e != s.meta.etag
         {
-            return Err(Error::Aborted(format!("etag {e} does not match")));
+            return Err(Error::FailedPrecondition(format!(
+                "etag {e} does not match"
+            )));
         }
         if let Some(aliases) = &update.aliases {
             for (alias, n) in aliases {
@@ -335,6 +337,9 @@ pub struct StubGitHub {
     hook: Mutex<String>,
     /// Non-zero: PATCH /app/hook/config answers this status.
     pub patch_status: AtomicU16,
+    /// How a successful PATCH answers: 0 JSON (github.com), 1 204 with no
+    /// body (GitHub Enterprise, some proxies), 2 200 with an HTML page.
+    pub patch_answer: std::sync::atomic::AtomicU8,
     /// Non-zero: GET /app/hook/config answers this status.
     pub hook_get_status: AtomicU16,
     pub patches: AtomicUsize,
@@ -357,6 +362,7 @@ impl StubGitHub {
             url: format!("http://{}", listener.local_addr().unwrap()),
             hook: Mutex::new(initial_secret.to_string()),
             patch_status: AtomicU16::new(0),
+            patch_answer: std::sync::atomic::AtomicU8::new(0),
             hook_get_status: AtomicU16::new(0),
             patches: AtomicUsize::new(0),
             patch_entered: tokio::sync::Notify::new(),
@@ -454,7 +460,22 @@ async fn patch_hook(
     State(stub): State<Arc<StubGitHub>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Answer {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = stub.patch_answer.load(Ordering::SeqCst);
+    match patch_hook_json(stub, headers, body).await {
+        Ok(_) if answer == 1 => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) if answer == 2 => (
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>OK</body></html>",
+        )
+            .into_response(),
+        other => other.into_response(),
+    }
+}
+
+async fn patch_hook_json(stub: Arc<StubGitHub>, headers: HeaderMap, body: Value) -> Answer {
     stub.authenticate(&headers)?;
     stub.patches.fetch_add(1, Ordering::SeqCst);
     stub.patch_entered.notify_one();
