@@ -148,7 +148,6 @@ pub struct Config {
     pub retention: Duration,
     pub reader_principals: Vec<String>,
     pub rotator_principals: Vec<String>,
-    pub ordering_by_repository: bool,
     /// The identity this process acts as on the local backend.
     pub principal: String,
     pub debug: bool,
@@ -226,17 +225,6 @@ impl Config {
         if rotator_principals.is_empty() && local {
             rotator_principals = default_list(&[names::PRINCIPAL_ROTATION_WORKER]);
         }
-        let ordering_by_repository = match env.get("PATCHPANDA_ORDERING") {
-            None | Some("off") | Some("none") => false,
-            Some("repository") => true,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "PATCHPANDA_ORDERING",
-                    "`repository` or `off`",
-                    other,
-                ));
-            }
-        };
         if let Some(aud) = env.get("PATCHPANDA_PUSH_AUDIENCE")
             && url::Url::parse(aud).is_err()
         {
@@ -262,7 +250,6 @@ impl Config {
             retention: env.duration_or("PATCHPANDA_RETENTION", Duration::from_secs(30 * 86400))?,
             reader_principals,
             rotator_principals,
-            ordering_by_repository,
             principal: env.string_or("PATCHPANDA_PRINCIPAL", default_principal),
             debug: env.bool_or("DEBUG", false)?,
             service: env.get("K_SERVICE").map(String::from),
@@ -317,7 +304,6 @@ mod tests {
             ("PORT", "http"),
             ("PATCHPANDA_BACKEND", "aws"),
             ("PATCHPANDA_ROTATION_GRACE", "soon"),
-            ("PATCHPANDA_ORDERING", "random"),
             ("DEBUG", "maybe"),
             ("GITHUB_API_URL", "ftp://x"),
             ("GITHUB_APP_ID", "my app"),

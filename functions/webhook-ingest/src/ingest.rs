@@ -19,9 +19,8 @@ use serde::Serialize;
 use crate::dedupe::{Claim, Dedupe};
 use crate::message::{self, DeliveryMeta, PayloadFacts};
 use crate::secrets::WebhookKeyring;
+use crate::settings::Settings;
 
-/// GitHub's payload cap; the route's body limit.
-pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// Bodies larger than this are verified and parsed off the async threads.
 const INLINE_WORK_LIMIT: usize = 256 * 1024;
 /// Header values we accept for the event name and delivery id.
@@ -31,34 +30,14 @@ pub const HEADER_EVENT: &str = "x-github-event";
 pub const HEADER_DELIVERY: &str = "x-github-delivery";
 pub const HEADER_HOOK_ID: &str = "x-github-hook-id";
 
-/// What a webhook-ingest instance is configured with.
-#[derive(Debug, Clone)]
-pub struct IngestSettings {
-    pub topic: String,
-    pub ordering_by_repository: bool,
-    /// GitHub gives up after 10 s; a publish still pending by then is
-    /// abandoned and answered 503.
-    pub publish_timeout: Duration,
-    pub dedupe_capacity: usize,
-}
-
-impl Default for IngestSettings {
-    fn default() -> Self {
-        Self {
-            topic: names::TOPIC_GITHUB_EVENTS.to_string(),
-            ordering_by_repository: false,
-            publish_timeout: Duration::from_secs(8),
-            dedupe_capacity: crate::dedupe::DEFAULT_CAPACITY,
-        }
-    }
-}
-
 /// The webhook receiver, with its dependencies injected.
 pub struct Ingest {
     keyring: Arc<WebhookKeyring>,
     bus: Arc<dyn Bus>,
     dedupe: Dedupe,
-    settings: IngestSettings,
+    topic: String,
+    ordering_by_repository: bool,
+    publish_timeout: Duration,
 }
 
 /// The 2xx body: enough for whoever sent it to find the message.
@@ -79,12 +58,14 @@ struct Checked {
 }
 
 impl Ingest {
-    pub fn new(keyring: Arc<WebhookKeyring>, bus: Arc<dyn Bus>, settings: IngestSettings) -> Self {
+    pub fn new(keyring: Arc<WebhookKeyring>, bus: Arc<dyn Bus>, settings: &Settings) -> Self {
         Self {
             keyring,
             bus,
             dedupe: Dedupe::new(settings.dedupe_capacity),
-            settings,
+            topic: names::TOPIC_GITHUB_EVENTS.to_string(),
+            ordering_by_repository: settings.ordering_by_repository,
+            publish_timeout: settings.publish_timeout,
         }
     }
 
@@ -170,11 +151,9 @@ impl Ingest {
                 "the payload is too large to publish, even gzipped",
             ));
         }
-        let published = tokio::time::timeout(
-            self.settings.publish_timeout,
-            self.bus.publish(&self.settings.topic, message),
-        )
-        .await;
+        let published =
+            tokio::time::timeout(self.publish_timeout, self.bus.publish(&self.topic, message))
+                .await;
         let message_id = match published {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => {
@@ -226,7 +205,7 @@ impl Ingest {
         checked: Checked,
         meta: DeliveryMeta,
     ) -> Result<patchpanda_shared::bus::Message, HandlerError> {
-        let ordering = self.settings.ordering_by_repository;
+        let ordering = self.ordering_by_repository;
         let built = if checked.payload.len() <= message::GZIP_THRESHOLD {
             message::build(checked.payload, &checked.facts, &meta, ordering)
         } else {

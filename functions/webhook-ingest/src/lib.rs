@@ -16,6 +16,7 @@ pub mod ready;
 pub mod redeliver;
 pub mod rotation;
 pub mod secrets;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -26,13 +27,14 @@ use patchpanda_shared::config::{Backend, Config, Env};
 use patchpanda_shared::names;
 use patchpanda_shared::runtime::server::BoxError;
 use patchpanda_shared::runtime::{
-    App, Handler, HttpRequest, PushMessage, Reply, SchedulerJob, handler_fn,
+    App, Handler, HttpRequest, PushMessage, Reply, SchedulerJob, handler_with,
 };
 use patchpanda_shared::secrets::SecretStore;
 use patchpanda_shared::secrets::cache::{CacheOptions, SecretCache};
 
-pub use ingest::{Ingest, IngestSettings};
+pub use ingest::Ingest;
 pub use redeliver::{FileMark, MemoryMark, SweepMark, SweepReport, SweepSettings, Sweeper};
+pub use settings::Settings;
 
 pub const SERVICE: &str = "webhook-ingest";
 pub const ROUTE_WEBHOOK: &str = "/webhook";
@@ -54,6 +56,7 @@ impl WebhookIngest {
     /// [`WebhookIngest::load`]).
     pub fn new(
         config: &Config,
+        settings: &Settings,
         secrets: Arc<dyn SecretStore>,
         bus: Arc<dyn Bus>,
         mark: Arc<dyn SweepMark>,
@@ -64,10 +67,6 @@ impl WebhookIngest {
             cache.clone(),
             webhook_id.clone(),
         ));
-        let settings = IngestSettings {
-            ordering_by_repository: config.ordering_by_repository,
-            ..IngestSettings::default()
-        };
         let ingest = Arc::new(Ingest::new(keyring.clone(), bus.clone(), settings));
         let app = config
             .github_app_id
@@ -106,46 +105,35 @@ impl WebhookIngest {
         futures::future::join_all(loads).await;
     }
 
+    /// `POST /webhook`.
     pub fn webhook_handler(&self) -> Handler<HttpRequest> {
-        let ingest = self.ingest.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<HttpRequest>| {
-                let ingest = ingest.clone();
-                async move { ingest.webhook(inv.event).await }
-            },
-        )
+        handler_with(self.ingest.clone(), |s, inv| async move {
+            s.webhook(inv.event).await
+        })
     }
 
+    /// `POST /events/rotation`.
     pub fn rotation_handler(&self) -> Handler<PushMessage> {
-        let reloader = self.reloader.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<PushMessage>| {
-                let reloader = reloader.clone();
-                async move { reloader.handle(inv.event).await }
-            },
-        )
+        handler_with(self.reloader.clone(), |s, inv| async move {
+            s.handle(inv.event).await
+        })
     }
 
+    /// `POST /tasks/redeliver`.
     pub fn redeliver_handler(&self) -> Handler<SchedulerJob> {
-        let sweeper = self.sweeper.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<SchedulerJob>| {
-                let sweeper = sweeper.clone();
-                async move {
-                    let report = sweeper.sweep(inv.ctx.deadline).await?;
-                    Ok(Reply::json(StatusCode::OK, &report))
-                }
-            },
-        )
+        handler_with(self.sweeper.clone(), |s, inv| async move {
+            let report = s.sweep(inv.ctx.deadline).await?;
+            Ok(Reply::json(StatusCode::OK, &report))
+        })
     }
 
-    /// The routes, with the 25 MiB body limit on `/webhook`.
+    /// The routes, with GitHub's 25 MiB payload cap as `/webhook`'s body limit.
     pub fn app(&self, config: &Config) -> Result<App, patchpanda_shared::Error> {
         App::builder(SERVICE, config)
             .http(
                 Method::POST,
                 ROUTE_WEBHOOK,
-                ingest::BODY_LIMIT,
+                settings::BODY_LIMIT,
                 self.webhook_handler(),
             )
             .push(ROUTE_ROTATION, self.rotation_handler())
@@ -155,8 +143,10 @@ impl WebhookIngest {
     }
 }
 
-/// Production wiring: the configured backends, secrets loaded, routes built.
-pub async fn app(config: Config, _env: Env) -> Result<App, BoxError> {
+/// Production wiring: settings checked, the configured backends opened,
+/// secrets loaded, routes built.
+pub async fn app(config: Config, env: Env) -> Result<App, BoxError> {
+    let settings = Settings::from_env(&env)?;
     let backends = Backends::open(&config).await?;
     let mark: Arc<dyn SweepMark> = match &config.backend {
         Backend::Local { home } => {
@@ -164,7 +154,7 @@ pub async fn app(config: Config, _env: Env) -> Result<App, BoxError> {
         }
         Backend::Gcp { .. } => Arc::new(MemoryMark::default()),
     };
-    let wi = WebhookIngest::new(&config, backends.secrets, backends.bus, mark);
+    let wi = WebhookIngest::new(&config, &settings, backends.secrets, backends.bus, mark);
     wi.load().await;
     Ok(wi.app(&config)?)
 }

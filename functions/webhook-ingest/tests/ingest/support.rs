@@ -23,9 +23,11 @@ use patchpanda_shared::secrets::{
 };
 use patchpanda_shared::{Error, Result, SecretValue};
 use tower::ServiceExt;
-use webhook_ingest::{MemoryMark, WebhookIngest};
+use webhook_ingest::{MemoryMark, Settings, WebhookIngest};
 
 pub const WEBHOOK_ID: &str = "patchpanda-webhook-secret";
+/// The webhook secret most tests seed.
+pub const SECRET: &str = "first-webhook-secret";
 pub const KEY_ID: &str = "patchpanda-github-private-key";
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -340,13 +342,12 @@ impl Harness {
             store.seed(KEY_ID, key);
         }
         let bus = Arc::new(FakeBus::default());
-        let config = Config::from_env(
-            &Env::from_pairs(env.iter().copied()),
-            names::PRINCIPAL_WEBHOOK_INGEST,
-        )
-        .unwrap();
+        let env = Env::from_pairs(env.iter().copied());
+        let config = Config::from_env(&env, names::PRINCIPAL_WEBHOOK_INGEST).unwrap();
+        let settings = Settings::from_env(&env).unwrap();
         let wi = WebhookIngest::new(
             &config,
+            &settings,
             store.clone(),
             bus.clone(),
             Arc::new(MemoryMark::default()),
