@@ -9,6 +9,8 @@
 //! tests and the local stack can build one on any store and bus; [`app`] is
 //! the production wiring.
 
+pub mod body_guard;
+pub mod budget;
 pub mod dedupe;
 pub mod ingest;
 pub mod message;
@@ -32,6 +34,9 @@ use patchpanda_shared::runtime::{
 use patchpanda_shared::secrets::SecretStore;
 use patchpanda_shared::secrets::cache::{CacheOptions, SecretCache};
 
+use crate::body_guard::BodyGuardLayer;
+use crate::budget::ByteBudget;
+
 pub use ingest::Ingest;
 pub use redeliver::{FileMark, MemoryMark, SweepMark, SweepReport, SweepSettings, Sweeper};
 pub use settings::Settings;
@@ -47,6 +52,9 @@ pub struct WebhookIngest {
     pub sweeper: Arc<Sweeper>,
     pub reloader: Arc<rotation::Reloader>,
     pub ready: Arc<ready::Ready>,
+    /// Bytes held for unverified bodies on `/webhook`, all requests together.
+    pub budget: Arc<ByteBudget>,
+    guard: BodyGuardLayer,
     cache: Arc<SecretCache>,
     load_ids: Vec<String>,
 }
@@ -83,11 +91,24 @@ impl WebhookIngest {
         let load_ids = watched.iter().map(|(_, id)| id.clone()).collect();
         let reloader = Arc::new(rotation::Reloader::new(cache.clone(), watched));
         let ready = Arc::new(ready::Ready::new(keyring, bus));
+        let budget = ByteBudget::new(
+            settings.body_budget,
+            settings.small_body,
+            settings.small_reserve(),
+        );
+        let guard = BodyGuardLayer::new(body_guard::Guard::new(
+            ROUTE_WEBHOOK,
+            budget.clone(),
+            settings.body_read_timeout,
+            settings::BODY_LIMIT,
+        ));
         Self {
             ingest,
             sweeper,
             reloader,
             ready,
+            budget,
+            guard,
             cache,
             load_ids,
         }
@@ -127,8 +148,10 @@ impl WebhookIngest {
         })
     }
 
-    /// The routes, with GitHub's 25 MiB payload cap as `/webhook`'s body limit.
+    /// The routes, with GitHub's 25 MiB payload cap as `/webhook`'s body
+    /// limit and its body read under the byte budget and read deadline.
     pub fn app(&self, config: &Config) -> Result<App, patchpanda_shared::Error> {
+        let guard = self.guard.clone();
         App::builder(SERVICE, config)
             .http(
                 Method::POST,
@@ -139,6 +162,7 @@ impl WebhookIngest {
             .push(ROUTE_ROTATION, self.rotation_handler())
             .scheduler(ROUTE_REDELIVER, self.redeliver_handler())
             .ready(self.ready.clone())
+            .wrap_router(move |router| router.layer(guard))
             .build()
     }
 }

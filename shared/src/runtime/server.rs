@@ -68,11 +68,15 @@ struct Shared {
     timeout: Duration,
 }
 
+/// A function's own decorator of its finished router.
+type RouterWrap = Box<dyn FnOnce(Router) -> Router + Send + Sync>;
+
 /// A function's routes, ready to serve.
 pub struct App {
     shared: Arc<Shared>,
     routes: Vec<Route>,
     ready: Option<Arc<dyn ReadyCheck>>,
+    wrap: Option<RouterWrap>,
 }
 
 /// Collects routes and settings; [`AppBuilder::build`] checks them.
@@ -83,6 +87,7 @@ pub struct AppBuilder {
     ready: Option<Arc<dyn ReadyCheck>>,
     verifier: Option<Arc<PushVerifier>>,
     timeout: Duration,
+    wrap: Option<RouterWrap>,
 }
 
 impl App {
@@ -95,6 +100,7 @@ impl App {
             ready: None,
             verifier: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            wrap: None,
         }
     }
 
@@ -132,7 +138,11 @@ impl App {
             }
             router = router.route(&path, methods.fallback(method_not_allowed(&allow)));
         }
-        router.fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        let router = router.fallback(|| async { text(StatusCode::NOT_FOUND, "not found") });
+        match self.wrap {
+            Some(wrap) => wrap(router),
+            None => router,
+        }
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -221,6 +231,17 @@ impl AppBuilder {
         self
     }
 
+    /// Wraps the finished router (outermost, before any body is read): a
+    /// function's own layer, such as webhook-ingest's byte budget and
+    /// body-read deadline for unauthenticated bodies.
+    pub fn wrap_router(
+        mut self,
+        wrap: impl FnOnce(Router) -> Router + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Box::new(wrap));
+        self
+    }
+
     /// How long a request may take, body included, before a 503.
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
@@ -283,6 +304,7 @@ impl AppBuilder {
             }),
             routes: self.routes,
             ready: self.ready,
+            wrap: self.wrap,
         })
     }
 }

@@ -3,7 +3,9 @@
 //! the HTTP router on the local backend, and the redelivery sweeper against
 //! a stub GitHub on 127.0.0.1.
 
+mod body_guard;
 mod deliveries;
+mod flood;
 mod http_level;
 mod secrets;
 mod support;

@@ -325,6 +325,9 @@ pub struct Harness {
     pub store: Arc<FakeStore>,
     pub bus: Arc<FakeBus>,
     pub wi: WebhookIngest,
+    pub config: Config,
+    /// PATCHPANDA_HOME, for the local token issuer the router's OIDC checks use.
+    _home: tempfile::TempDir,
 }
 
 impl Harness {
@@ -342,7 +345,9 @@ impl Harness {
             store.seed(KEY_ID, key);
         }
         let bus = Arc::new(FakeBus::default());
-        let env = Env::from_pairs(env.iter().copied());
+        let home = tempfile::tempdir().unwrap();
+        let mut env = Env::from_pairs(env.iter().copied());
+        env.set("PATCHPANDA_HOME", home.path().display().to_string());
         let config = Config::from_env(&env, names::PRINCIPAL_WEBHOOK_INGEST).unwrap();
         let settings = Settings::from_env(&env).unwrap();
         let wi = WebhookIngest::new(
@@ -352,7 +357,18 @@ impl Harness {
             bus.clone(),
             Arc::new(MemoryMark::default()),
         );
-        Self { store, bus, wi }
+        Self {
+            store,
+            bus,
+            wi,
+            config,
+            _home: home,
+        }
+    }
+
+    /// The routes through the HTTP router, as the runtime serves them.
+    pub fn router(&self) -> axum::Router {
+        self.wi.app(&self.config).unwrap().router()
     }
 
     pub fn ctx() -> Context {
