@@ -80,7 +80,7 @@ impl Ingest {
 
     /// Handles one delivery.
     pub async fn webhook(&self, req: HttpRequest) -> Result<Reply, HandlerError> {
-        let arrived = std::time::Instant::now();
+        let arrived = crate::watch::now();
         let headers = &req.headers;
         let event = required_id(headers, HEADER_EVENT, "X-GitHub-Event")?;
         let delivery = required_id(headers, HEADER_DELIVERY, "X-GitHub-Delivery")?;

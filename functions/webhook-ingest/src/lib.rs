@@ -19,6 +19,7 @@ pub mod redeliver;
 pub mod rotation;
 pub mod secrets;
 pub mod settings;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -69,11 +70,13 @@ impl WebhookIngest {
         bus: Arc<dyn Bus>,
         mark: Arc<dyn SweepMark>,
     ) -> Self {
-        let cache = Arc::new(SecretCache::new(secrets, CacheOptions::default()));
+        let cache = Arc::new(SecretCache::new(secrets.clone(), CacheOptions::default()));
         let webhook_id = config.secret_id(names::WEBHOOK_SECRET);
         let keyring = Arc::new(secrets::WebhookKeyring::new(
             cache.clone(),
-            webhook_id.clone(),
+            secrets,
+            webhook_id,
+            settings,
         ));
         let ingest = Arc::new(Ingest::new(keyring.clone(), bus.clone(), settings));
         let app = config
@@ -89,7 +92,11 @@ impl WebhookIngest {
         let sweeper = Arc::new(Sweeper::new(app, mark, SweepSettings::default()));
         let watched = rotation::watched(|l| config.secret_id(l), with_app);
         let load_ids = watched.iter().map(|(_, id)| id.clone()).collect();
-        let reloader = Arc::new(rotation::Reloader::new(cache.clone(), watched));
+        let reloader = Arc::new(rotation::Reloader::new(
+            cache.clone(),
+            watched,
+            keyring.clone(),
+        ));
         let ready = Arc::new(ready::Ready::new(keyring, bus));
         let budget = ByteBudget::new(
             settings.body_budget,

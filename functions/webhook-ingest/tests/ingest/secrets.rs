@@ -1,10 +1,13 @@
 //! The webhook secret's versions: rotation notices, the mismatch re-read,
-//! and `previous` during its grace only.
+//! the metadata check, and `previous` during its grace only.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
 use http::StatusCode;
+use patchpanda_shared::notice::NoticeEvent;
 use webhook_ingest::message::*;
 
 use super::support::*;
@@ -107,6 +110,131 @@ async fn previous_secret_is_accepted_during_grace_only() {
     );
     let reply = h
         .webhook(signed("push", "new-2", &body, "second-webhook-secret"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+fn forged(delivery: &str) -> patchpanda_shared::runtime::HttpRequest {
+    signed("push", delivery, &fixture("push.json"), "not-the-secret")
+}
+
+#[tokio::test(start_paused = true)]
+async fn forged_signatures_re_read_the_secret_at_most_once_a_minute_outside_a_rotation() {
+    let h = Harness::new(&[SECRET], &[]);
+    let body = fixture("push.json");
+    h.webhook(signed("push", "ok-1", &body, SECRET))
+        .await
+        .unwrap();
+    let reads = || h.store.accesses.load(Ordering::SeqCst);
+    let loaded = reads();
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_status(h.webhook(forged("f-0")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reads(),
+        loaded + 1,
+        "the first mismatch re-reads: a notice may be late"
+    );
+    // A forged signature every 2 s for the next minute: no more reads.
+    for i in 1..30 {
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_status(
+            h.webhook(forged(&format!("f-{i}"))).await,
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    assert_eq!(reads(), loaded + 1, "at most one re-read a minute");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_status(h.webhook(forged("f-late")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(reads(), loaded + 2, "a minute later, one more");
+    assert!(h.bus.published().len() == 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn during_an_announced_rotation_a_mismatch_may_re_read_every_second() {
+    let h = Harness::new(&[SECRET], &[]);
+    let body = fixture("push.json");
+    h.webhook(signed("push", "ok-1", &body, SECRET))
+        .await
+        .unwrap();
+    let reads = || h.store.accesses.load(Ordering::SeqCst);
+
+    // A `started` notice announces a rotation.
+    h.notice("webhook-secret", NoticeEvent::Started)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let before = reads();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_status(
+            h.webhook(forged(&format!("a-{i}"))).await,
+            StatusCode::UNAUTHORIZED,
+        );
+        assert!(reads() > before, "announced: each mismatch may re-read");
+    }
+    // Its end: back to once a minute.
+    h.notice("webhook-secret", NoticeEvent::Rotated)
+        .await
+        .unwrap();
+    let before = reads();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_status(h.webhook(forged("e-1")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(reads(), before, "the rotation ended: no re-read");
+
+    // A `pending` version, seen by the metadata check, announces one too.
+    h.store.begin_rotation(WEBHOOK_ID, "next-webhook-secret");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    h.webhook(signed("push", "ok-2", &body, SECRET))
+        .await
+        .unwrap();
+    let before = reads();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_status(h.webhook(forged("p-1")).await, StatusCode::UNAUTHORIZED);
+    assert!(reads() > before, "pending alias: the mismatch re-reads");
+    // And GitHub may sign with the pending secret already.
+    let reply = h
+        .webhook(signed("push", "next-1", &body, "next-webhook-secret"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_metadata_check_per_interval_catches_an_emergency_rotation() {
+    let h = Harness::new(&[SECRET], &[]);
+    let body = fixture("push.json");
+    h.webhook(signed("push", "ok-0", &body, SECRET))
+        .await
+        .unwrap();
+    let checks = || h.store.metadata_reads.load(Ordering::SeqCst);
+    let accesses = || h.store.accesses.load(Ordering::SeqCst);
+    let (c0, a0) = (checks(), accesses());
+
+    // Within the 10 s interval of the read: no check at all.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let burst = (0..20).map(|i| h.webhook(signed("push", &format!("b-{i}"), &body, SECRET)));
+    futures::future::join_all(burst).await;
+    assert_eq!(checks(), c0);
+    // Past it: one metadata read for a burst of deliveries, no payload read.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let burst = (0..20).map(|i| h.webhook(signed("push", &format!("c-{i}"), &body, SECRET)));
+    for r in futures::future::join_all(burst).await {
+        assert_eq!(r.unwrap().status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(checks(), c0 + 1, "one GetSecret for the burst");
+    assert_eq!(accesses(), a0, "unchanged: no AccessSecretVersion");
+
+    // An emergency rotation behind this instance's back (its notice went
+    // to another instance): no grace for the old secret.
+    h.store.rotate(WEBHOOK_ID, "second-webhook-secret", None);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_status(
+        h.webhook(signed("push", "old", &body, SECRET)).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let reply = h
+        .webhook(signed("push", "new", &body, "second-webhook-secret"))
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
