@@ -89,7 +89,11 @@ impl WebhookIngest {
                 key_secret_id: config.secret_id(names::GITHUB_PRIVATE_KEY),
             });
         let with_app = app.is_some();
-        let sweeper = Arc::new(Sweeper::new(app, mark, SweepSettings::default()));
+        let sweep = SweepSettings {
+            max_attempts: settings.redelivery_max_attempts,
+            ..SweepSettings::default()
+        };
+        let sweeper = Arc::new(Sweeper::new(app, mark, sweep));
         let watched = rotation::watched(|l| config.secret_id(l), with_app);
         let load_ids = watched.iter().map(|(_, id)| id.clone()).collect();
         let reloader = Arc::new(rotation::Reloader::new(
