@@ -38,6 +38,7 @@ pub struct Ingest {
     topic: String,
     ordering_by_repository: bool,
     publish_timeout: Duration,
+    proxy_hops: usize,
 }
 
 /// The 2xx body: enough for whoever sent it to find the message.
@@ -66,6 +67,7 @@ impl Ingest {
             topic: names::TOPIC_GITHUB_EVENTS.to_string(),
             ordering_by_repository: settings.ordering_by_repository,
             publish_timeout: settings.publish_timeout,
+            proxy_hops: settings.proxy_hops,
         }
     }
 
@@ -90,7 +92,7 @@ impl Ingest {
             } else {
                 "missing"
             };
-            log_rejected(headers, &delivery, &event, reason);
+            self.log_rejected(headers, &delivery, &event, reason);
             return Err(HandlerError::unauthorized(if reason == "sha1_only" {
                 "X-Hub-Signature-256 is required; the SHA-1 X-Hub-Signature alone is not accepted"
             } else {
@@ -109,7 +111,7 @@ impl Ingest {
         let checked = match checked {
             Ok(c) => c,
             Err(Refusal::Signature) => {
-                log_rejected(headers, &delivery, &event, "mismatch");
+                self.log_rejected(headers, &delivery, &event, "mismatch");
                 return Err(HandlerError::unauthorized(
                     "X-Hub-Signature-256 does not match the body under any valid webhook secret",
                 ));
@@ -176,6 +178,20 @@ impl Ingest {
                 message_id: Some(message_id),
             },
         ))
+    }
+
+    /// The line audit-alerter counts (contract: `event`, `reason`,
+    /// `delivery`, `remote_ip`; stackdriver writes them camelCased). Never
+    /// the signature, never the secret.
+    fn log_rejected(&self, headers: &HeaderMap, delivery: &str, event: &str, reason: &str) {
+        tracing::warn!(
+            event = "signature_rejected",
+            reason = reason,
+            delivery = %delivery,
+            remote_ip = %crate::remote_ip::remote_ip(headers, self.proxy_hops),
+            github_event = %event,
+            "webhook signature rejected"
+        );
     }
 
     /// Verifies and parses the delivery against one snapshot of the secret.
@@ -297,22 +313,6 @@ fn required_id(headers: &HeaderMap, name: &str, shown: &str) -> Result<String, H
         )));
     }
     Ok(v.to_string())
-}
-
-/// The line audit-alerter counts. Never the signature, never the secret.
-fn log_rejected(headers: &HeaderMap, delivery: &str, event: &str, reason: &str) {
-    let remote_ip = header(headers, "x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .unwrap_or("");
-    tracing::warn!(
-        event = "signature_rejected",
-        delivery = %delivery,
-        github_event = %event,
-        reason = reason,
-        remote_ip = %remote_ip,
-        "webhook signature rejected"
-    );
 }
 
 #[cfg(test)]

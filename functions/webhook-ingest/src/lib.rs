@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod message;
 pub mod ready;
 pub mod redeliver;
+pub mod remote_ip;
 pub mod rotation;
 pub mod secrets;
 pub mod settings;

@@ -28,6 +28,10 @@ pub const ENV_MISMATCH_REREAD_INTERVAL: &str = "PATCHPANDA_INGEST_MISMATCH_REREA
 /// Attempts per delivery guid after which the sweeper stops redelivering.
 pub const ENV_REDELIVERY_MAX_ATTEMPTS: &str = "PATCHPANDA_REDELIVERY_MAX_ATTEMPTS";
 
+/// How many proxies in front of webhook-ingest append to X-Forwarded-For
+/// (1: Cloud Run's own URL; 2: behind an external Application Load Balancer).
+pub const ENV_PROXY_HOPS: &str = "PATCHPANDA_INGEST_PROXY_HOPS";
+
 /// GitHub's payload cap, and the route's body limit.
 pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// How many maximal small bodies the small-body reserve holds.
@@ -51,6 +55,8 @@ pub struct Settings {
     pub secret_check_interval: Duration,
     pub mismatch_reread_interval: Duration,
     pub redelivery_max_attempts: u32,
+    /// See [`ENV_PROXY_HOPS`]; 0 trusts no forwarded address.
+    pub proxy_hops: usize,
 }
 
 impl Default for Settings {
@@ -67,6 +73,7 @@ impl Default for Settings {
             secret_check_interval: Duration::from_secs(10),
             mismatch_reread_interval: Duration::from_secs(60),
             redelivery_max_attempts: 5,
+            proxy_hops: 1,
         }
     }
 }
@@ -105,6 +112,11 @@ impl Settings {
                 ENV_REDELIVERY_MAX_ATTEMPTS,
                 d.redelivery_max_attempts,
                 "a number of attempts (at least 1)",
+            )?,
+            proxy_hops: env.parse_or(
+                ENV_PROXY_HOPS,
+                d.proxy_hops,
+                "a number of proxies (0 to 5)",
             )?,
         };
         s.validate()?;
@@ -151,6 +163,13 @@ impl Settings {
                 ENV_REDELIVERY_MAX_ATTEMPTS,
                 "a number of attempts (at least 1)",
                 "0",
+            ));
+        }
+        if self.proxy_hops > 5 {
+            return Err(ConfigError::new(
+                ENV_PROXY_HOPS,
+                "a number of proxies (0 to 5)",
+                &self.proxy_hops.to_string(),
             ));
         }
         if self.small_body == 0 || self.small_body > BODY_LIMIT {
@@ -249,8 +268,10 @@ mod tests {
             (ENV_REDELIVERY_MAX_ATTEMPTS, "3"),
             (ENV_DEDUPE_CAPACITY, "10"),
             (ENV_PUBLISH_TIMEOUT, "5s"),
+            (ENV_PROXY_HOPS, "2"),
         ]))
         .unwrap();
+        assert_eq!(s.proxy_hops, 2);
         assert!(s.ordering_by_repository);
         assert_eq!(s.body_budget, 200 * MIB);
         assert_eq!(s.small_body, 64 * 1024);
@@ -276,6 +297,8 @@ mod tests {
             (ENV_REDELIVERY_MAX_ATTEMPTS, "0"),
             (ENV_REDELIVERY_MAX_ATTEMPTS, "-1"),
             (ENV_DEDUPE_CAPACITY, "0"),
+            (ENV_PROXY_HOPS, "9"),
+            (ENV_PROXY_HOPS, "one"),
         ];
         for (k, v) in cases {
             let err = Settings::from_env(&env(&[(k, v)])).unwrap_err();

@@ -7,6 +7,7 @@ mod body_guard;
 mod deliveries;
 mod flood;
 mod http_level;
+mod logs;
 mod ready;
 mod secrets;
 mod support;
