@@ -77,12 +77,18 @@ impl SecretWatch {
                 );
                 Ok(fresh)
             }
-            Err(e) => {
+            Err(e) if transient(&e) => {
                 // Secret Manager is down: nothing can have rotated the
                 // secret through it either. Try again next interval.
                 self.checked();
                 tracing::warn!(secret = %self.id, error = %e, "could not check the webhook secret's metadata; keeping the value held");
                 Ok(held)
+            }
+            Err(e) => {
+                // Gone, or no longer ours to read: a value nobody can vouch
+                // for any more is not used.
+                tracing::warn!(secret = %self.id, error = %e, "the webhook secret's metadata cannot be read; refusing deliveries");
+                Err(e)
             }
         }
     }
@@ -98,6 +104,15 @@ impl SecretWatch {
     fn checked(&self) {
         *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(now());
     }
+}
+
+/// Failures that may pass, as the secret cache counts them.
+fn transient(e: &patchpanda_shared::Error) -> bool {
+    use patchpanda_shared::Error;
+    matches!(
+        e,
+        Error::Unavailable(_) | Error::Aborted(_) | Error::Internal(_)
+    )
 }
 
 /// The metadata that decides which versions are valid.

@@ -239,3 +239,29 @@ async fn a_metadata_check_per_interval_catches_an_emergency_rotation() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test(start_paused = true)]
+async fn while_secret_manager_is_down_the_held_secret_keeps_deliveries_flowing_but_not_once_it_is_gone()
+ {
+    let h = Harness::new(&[SECRET], &[]);
+    let body = fixture("push.json");
+    h.webhook(signed("push", "ok-0", &body, SECRET))
+        .await
+        .unwrap();
+    let checks = || h.store.metadata_reads.load(Ordering::SeqCst);
+    h.store.failing.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let c0 = checks();
+    for i in 0..5 {
+        let reply = h
+            .webhook(signed("push", &format!("down-{i}"), &body, SECRET))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(
+        checks(),
+        c0 + 1,
+        "one failed check, then the interval again"
+    );
+}
