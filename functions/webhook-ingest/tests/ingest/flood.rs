@@ -7,6 +7,8 @@
 //! ```text
 //! cargo test -p webhook-ingest --test ingest flood -- --ignored --nocapture --test-threads=1
 //! ```
+//!
+//! `FLOOD_ONLY_BUDGETED=1` runs the first row only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
