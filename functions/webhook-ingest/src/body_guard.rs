@@ -112,10 +112,6 @@ impl BodyGuardLayer {
             guard: Arc::new(guard),
         }
     }
-
-    pub fn guard(&self) -> &Arc<Guard> {
-        &self.guard
-    }
 }
 
 impl<S> tower::Layer<S> for BodyGuardLayer {

@@ -9,18 +9,18 @@
 //! tests and the local stack can build one on any store and bus; [`app`] is
 //! the production wiring.
 
-pub mod body_guard;
-pub mod budget;
-pub mod dedupe;
+pub(crate) mod body_guard;
+pub(crate) mod budget;
+pub(crate) mod dedupe;
 pub mod ingest;
 pub mod message;
 pub mod ready;
 pub mod redeliver;
-pub mod remote_ip;
+pub(crate) mod remote_ip;
 pub mod rotation;
 pub mod secrets;
 pub mod settings;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 
@@ -37,8 +37,8 @@ use patchpanda_shared::secrets::SecretStore;
 use patchpanda_shared::secrets::cache::{CacheOptions, SecretCache};
 
 use crate::body_guard::BodyGuardLayer;
-use crate::budget::ByteBudget;
 
+pub use budget::ByteBudget;
 pub use ingest::Ingest;
 pub use redeliver::{FileMark, MemoryMark, SweepMark, SweepReport, SweepSettings, Sweeper};
 pub use settings::Settings;
