@@ -155,7 +155,6 @@ pub struct Config {
     pub retention: Duration,
     pub reader_principals: Vec<String>,
     pub rotator_principals: Vec<String>,
-    pub ordering_by_repository: bool,
     /// The identity this process acts as (PATCHPANDA_PRINCIPAL): on the
     /// local backend the store's caller; on gcp infra sets it to the
     /// service's runtime service account, the name audit entries carry.
@@ -242,17 +241,6 @@ impl Config {
         if rotator_principals.is_empty() && local {
             rotator_principals = default_list(&[names::PRINCIPAL_ROTATION_WORKER]);
         }
-        let ordering_by_repository = match env.get("PATCHPANDA_ORDERING") {
-            None | Some("off") | Some("none") => false,
-            Some("repository") => true,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "PATCHPANDA_ORDERING",
-                    "`repository` or `off`",
-                    other,
-                ));
-            }
-        };
         if let Some(aud) = env.get("PATCHPANDA_PUSH_AUDIENCE")
             && url::Url::parse(aud).is_err()
         {
@@ -297,7 +285,6 @@ impl Config {
             retention: env.duration_or("PATCHPANDA_RETENTION", Duration::from_secs(30 * 86400))?,
             reader_principals,
             rotator_principals,
-            ordering_by_repository,
             principal: env.string_or("PATCHPANDA_PRINCIPAL", default_principal),
             debug: env.bool_or("DEBUG", false)?,
             request_timeout,
@@ -360,7 +347,6 @@ mod tests {
             ("PORT", "http"),
             ("PATCHPANDA_BACKEND", "aws"),
             ("PATCHPANDA_ROTATION_GRACE", "soon"),
-            ("PATCHPANDA_ORDERING", "random"),
             ("DEBUG", "maybe"),
             ("GITHUB_API_URL", "ftp://x"),
             ("GITHUB_APP_ID", "my app"),

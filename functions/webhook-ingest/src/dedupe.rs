@@ -93,12 +93,9 @@ impl Dedupe {
         self.state().published.contains(id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.state().published.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn finish(&self, id: &str, published: bool) {

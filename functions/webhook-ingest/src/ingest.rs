@@ -19,9 +19,8 @@ use serde::Serialize;
 use crate::dedupe::{Claim, Dedupe};
 use crate::message::{self, DeliveryMeta, PayloadFacts};
 use crate::secrets::WebhookKeyring;
+use crate::settings::Settings;
 
-/// GitHub's payload cap; the route's body limit.
-pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// Bodies larger than this are verified and parsed off the async threads.
 const INLINE_WORK_LIMIT: usize = 256 * 1024;
 /// Header values we accept for the event name and delivery id.
@@ -31,34 +30,15 @@ pub const HEADER_EVENT: &str = "x-github-event";
 pub const HEADER_DELIVERY: &str = "x-github-delivery";
 pub const HEADER_HOOK_ID: &str = "x-github-hook-id";
 
-/// What a webhook-ingest instance is configured with.
-#[derive(Debug, Clone)]
-pub struct IngestSettings {
-    pub topic: String,
-    pub ordering_by_repository: bool,
-    /// GitHub gives up after 10 s; a publish still pending by then is
-    /// abandoned and answered 503.
-    pub publish_timeout: Duration,
-    pub dedupe_capacity: usize,
-}
-
-impl Default for IngestSettings {
-    fn default() -> Self {
-        Self {
-            topic: names::TOPIC_GITHUB_EVENTS.to_string(),
-            ordering_by_repository: false,
-            publish_timeout: Duration::from_secs(8),
-            dedupe_capacity: crate::dedupe::DEFAULT_CAPACITY,
-        }
-    }
-}
-
 /// The webhook receiver, with its dependencies injected.
 pub struct Ingest {
     keyring: Arc<WebhookKeyring>,
     bus: Arc<dyn Bus>,
     dedupe: Dedupe,
-    settings: IngestSettings,
+    topic: String,
+    ordering_by_repository: bool,
+    publish_timeout: Duration,
+    proxy_hops: usize,
 }
 
 /// The 2xx body: enough for whoever sent it to find the message.
@@ -79,12 +59,15 @@ struct Checked {
 }
 
 impl Ingest {
-    pub fn new(keyring: Arc<WebhookKeyring>, bus: Arc<dyn Bus>, settings: IngestSettings) -> Self {
+    pub fn new(keyring: Arc<WebhookKeyring>, bus: Arc<dyn Bus>, settings: &Settings) -> Self {
         Self {
             keyring,
             bus,
             dedupe: Dedupe::new(settings.dedupe_capacity),
-            settings,
+            topic: names::TOPIC_GITHUB_EVENTS.to_string(),
+            ordering_by_repository: settings.ordering_by_repository,
+            publish_timeout: settings.publish_timeout,
+            proxy_hops: settings.proxy_hops,
         }
     }
 
@@ -99,7 +82,7 @@ impl Ingest {
 
     /// Handles one delivery.
     pub async fn webhook(&self, req: HttpRequest) -> Result<Reply, HandlerError> {
-        let arrived = std::time::Instant::now();
+        let arrived = crate::watch::now();
         let headers = &req.headers;
         let event = required_id(headers, HEADER_EVENT, "X-GitHub-Event")?;
         let delivery = required_id(headers, HEADER_DELIVERY, "X-GitHub-Delivery")?;
@@ -109,7 +92,7 @@ impl Ingest {
             } else {
                 "missing"
             };
-            log_rejected(headers, &delivery, &event, reason);
+            self.log_rejected(headers, &delivery, &event, reason);
             return Err(HandlerError::unauthorized(if reason == "sha1_only" {
                 "X-Hub-Signature-256 is required; the SHA-1 X-Hub-Signature alone is not accepted"
             } else {
@@ -128,7 +111,7 @@ impl Ingest {
         let checked = match checked {
             Ok(c) => c,
             Err(Refusal::Signature) => {
-                log_rejected(headers, &delivery, &event, "mismatch");
+                self.log_rejected(headers, &delivery, &event, "mismatch");
                 return Err(HandlerError::unauthorized(
                     "X-Hub-Signature-256 does not match the body under any valid webhook secret",
                 ));
@@ -170,11 +153,9 @@ impl Ingest {
                 "the payload is too large to publish, even gzipped",
             ));
         }
-        let published = tokio::time::timeout(
-            self.settings.publish_timeout,
-            self.bus.publish(&self.settings.topic, message),
-        )
-        .await;
+        let published =
+            tokio::time::timeout(self.publish_timeout, self.bus.publish(&self.topic, message))
+                .await;
         let message_id = match published {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => {
@@ -197,6 +178,20 @@ impl Ingest {
                 message_id: Some(message_id),
             },
         ))
+    }
+
+    /// The line audit-alerter counts (contract: `event`, `reason`,
+    /// `delivery`, `remote_ip`; stackdriver writes them camelCased). Never
+    /// the signature, never the secret.
+    fn log_rejected(&self, headers: &HeaderMap, delivery: &str, event: &str, reason: &str) {
+        tracing::warn!(
+            event = "signature_rejected",
+            reason = reason,
+            delivery = %delivery,
+            remote_ip = %crate::remote_ip::remote_ip(headers, self.proxy_hops),
+            github_event = %event,
+            "webhook signature rejected"
+        );
     }
 
     /// Verifies and parses the delivery against one snapshot of the secret.
@@ -226,7 +221,7 @@ impl Ingest {
         checked: Checked,
         meta: DeliveryMeta,
     ) -> Result<patchpanda_shared::bus::Message, HandlerError> {
-        let ordering = self.settings.ordering_by_repository;
+        let ordering = self.ordering_by_repository;
         let built = if checked.payload.len() <= message::GZIP_THRESHOLD {
             message::build(checked.payload, &checked.facts, &meta, ordering)
         } else {
@@ -318,22 +313,6 @@ fn required_id(headers: &HeaderMap, name: &str, shown: &str) -> Result<String, H
         )));
     }
     Ok(v.to_string())
-}
-
-/// The line audit-alerter counts. Never the signature, never the secret.
-fn log_rejected(headers: &HeaderMap, delivery: &str, event: &str, reason: &str) {
-    let remote_ip = header(headers, "x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .unwrap_or("");
-    tracing::warn!(
-        event = "signature_rejected",
-        delivery = %delivery,
-        github_event = %event,
-        reason = reason,
-        remote_ip = %remote_ip,
-        "webhook signature rejected"
-    );
 }
 
 #[cfg(test)]

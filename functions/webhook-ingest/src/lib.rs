@@ -9,13 +9,18 @@
 //! tests and the local stack can build one on any store and bus; [`app`] is
 //! the production wiring.
 
-pub mod dedupe;
+pub(crate) mod body_guard;
+pub(crate) mod budget;
+pub(crate) mod dedupe;
 pub mod ingest;
 pub mod message;
 pub mod ready;
 pub mod redeliver;
+pub(crate) mod remote_ip;
 pub mod rotation;
 pub mod secrets;
+pub mod settings;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 
@@ -26,13 +31,17 @@ use patchpanda_shared::config::{Backend, Config, Env};
 use patchpanda_shared::names;
 use patchpanda_shared::runtime::server::BoxError;
 use patchpanda_shared::runtime::{
-    App, Handler, HttpRequest, PushMessage, Reply, SchedulerJob, handler_fn,
+    App, Handler, HttpRequest, PushMessage, Reply, SchedulerJob, handler_with,
 };
 use patchpanda_shared::secrets::SecretStore;
 use patchpanda_shared::secrets::cache::{CacheOptions, SecretCache};
 
-pub use ingest::{Ingest, IngestSettings};
+use crate::body_guard::BodyGuardLayer;
+
+pub use budget::ByteBudget;
+pub use ingest::Ingest;
 pub use redeliver::{FileMark, MemoryMark, SweepMark, SweepReport, SweepSettings, Sweeper};
+pub use settings::Settings;
 
 pub const SERVICE: &str = "webhook-ingest";
 pub const ROUTE_WEBHOOK: &str = "/webhook";
@@ -45,6 +54,9 @@ pub struct WebhookIngest {
     pub sweeper: Arc<Sweeper>,
     pub reloader: Arc<rotation::Reloader>,
     pub ready: Arc<ready::Ready>,
+    /// Bytes held for unverified bodies on `/webhook`, all requests together.
+    pub budget: Arc<ByteBudget>,
+    guard: BodyGuardLayer,
     cache: Arc<SecretCache>,
     load_ids: Vec<String>,
 }
@@ -54,20 +66,19 @@ impl WebhookIngest {
     /// [`WebhookIngest::load`]).
     pub fn new(
         config: &Config,
+        settings: &Settings,
         secrets: Arc<dyn SecretStore>,
         bus: Arc<dyn Bus>,
         mark: Arc<dyn SweepMark>,
     ) -> Self {
-        let cache = Arc::new(SecretCache::new(secrets, CacheOptions::default()));
+        let cache = Arc::new(SecretCache::new(secrets.clone(), CacheOptions::default()));
         let webhook_id = config.secret_id(names::WEBHOOK_SECRET);
         let keyring = Arc::new(secrets::WebhookKeyring::new(
             cache.clone(),
-            webhook_id.clone(),
+            secrets,
+            webhook_id,
+            settings,
         ));
-        let settings = IngestSettings {
-            ordering_by_repository: config.ordering_by_repository,
-            ..IngestSettings::default()
-        };
         let ingest = Arc::new(Ingest::new(keyring.clone(), bus.clone(), settings));
         let app = config
             .github_app_id
@@ -79,16 +90,37 @@ impl WebhookIngest {
                 key_secret_id: config.secret_id(names::GITHUB_PRIVATE_KEY),
             });
         let with_app = app.is_some();
-        let sweeper = Arc::new(Sweeper::new(app, mark, SweepSettings::default()));
+        let sweep = SweepSettings {
+            max_attempts: settings.redelivery_max_attempts,
+            ..SweepSettings::default()
+        };
+        let sweeper = Arc::new(Sweeper::new(app, mark, sweep));
         let watched = rotation::watched(|l| config.secret_id(l), with_app);
         let load_ids = watched.iter().map(|(_, id)| id.clone()).collect();
-        let reloader = Arc::new(rotation::Reloader::new(cache.clone(), watched));
+        let reloader = Arc::new(rotation::Reloader::new(
+            cache.clone(),
+            watched,
+            keyring.clone(),
+        ));
         let ready = Arc::new(ready::Ready::new(keyring, bus));
+        let budget = ByteBudget::new(
+            settings.body_budget,
+            settings.small_body,
+            settings.small_reserve(),
+        );
+        let guard = BodyGuardLayer::new(body_guard::Guard::new(
+            ROUTE_WEBHOOK,
+            budget.clone(),
+            settings.body_read_timeout,
+            settings::BODY_LIMIT,
+        ));
         Self {
             ingest,
             sweeper,
             reloader,
             ready,
+            budget,
+            guard,
             cache,
             load_ids,
         }
@@ -106,57 +138,51 @@ impl WebhookIngest {
         futures::future::join_all(loads).await;
     }
 
+    /// `POST /webhook`.
     pub fn webhook_handler(&self) -> Handler<HttpRequest> {
-        let ingest = self.ingest.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<HttpRequest>| {
-                let ingest = ingest.clone();
-                async move { ingest.webhook(inv.event).await }
-            },
-        )
+        handler_with(self.ingest.clone(), |s, inv| async move {
+            s.webhook(inv.event).await
+        })
     }
 
+    /// `POST /events/rotation`.
     pub fn rotation_handler(&self) -> Handler<PushMessage> {
-        let reloader = self.reloader.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<PushMessage>| {
-                let reloader = reloader.clone();
-                async move { reloader.handle(inv.event).await }
-            },
-        )
+        handler_with(self.reloader.clone(), |s, inv| async move {
+            s.handle(inv.event).await
+        })
     }
 
+    /// `POST /tasks/redeliver`.
     pub fn redeliver_handler(&self) -> Handler<SchedulerJob> {
-        let sweeper = self.sweeper.clone();
-        handler_fn(
-            move |inv: patchpanda_shared::runtime::Invocation<SchedulerJob>| {
-                let sweeper = sweeper.clone();
-                async move {
-                    let report = sweeper.sweep(inv.ctx.deadline).await?;
-                    Ok(Reply::json(StatusCode::OK, &report))
-                }
-            },
-        )
+        handler_with(self.sweeper.clone(), |s, inv| async move {
+            let report = s.sweep(inv.ctx.deadline).await?;
+            Ok(Reply::json(StatusCode::OK, &report))
+        })
     }
 
-    /// The routes, with the 25 MiB body limit on `/webhook`.
+    /// The routes, with GitHub's 25 MiB payload cap as `/webhook`'s body
+    /// limit and its body read under the byte budget and read deadline.
     pub fn app(&self, config: &Config) -> Result<App, patchpanda_shared::Error> {
+        let guard = self.guard.clone();
         App::builder(SERVICE, config)
             .http(
                 Method::POST,
                 ROUTE_WEBHOOK,
-                ingest::BODY_LIMIT,
+                settings::BODY_LIMIT,
                 self.webhook_handler(),
             )
             .push(ROUTE_ROTATION, self.rotation_handler())
             .scheduler(ROUTE_REDELIVER, self.redeliver_handler())
             .ready(self.ready.clone())
+            .wrap_router(move |router| router.layer(guard))
             .build()
     }
 }
 
-/// Production wiring: the configured backends, secrets loaded, routes built.
-pub async fn app(config: Config, _env: Env) -> Result<App, BoxError> {
+/// Production wiring: settings checked, the configured backends opened,
+/// secrets loaded, routes built.
+pub async fn app(config: Config, env: Env) -> Result<App, BoxError> {
+    let settings = Settings::from_env(&env)?;
     let backends = Backends::open(&config).await?;
     let mark: Arc<dyn SweepMark> = match &config.backend {
         Backend::Local { home } => {
@@ -164,7 +190,7 @@ pub async fn app(config: Config, _env: Env) -> Result<App, BoxError> {
         }
         Backend::Gcp { .. } => Arc::new(MemoryMark::default()),
     };
-    let wi = WebhookIngest::new(&config, backends.secrets, backends.bus, mark);
+    let wi = WebhookIngest::new(&config, &settings, backends.secrets, backends.bus, mark);
     wi.load().await;
     Ok(wi.app(&config)?)
 }

@@ -5,35 +5,54 @@
 use std::sync::Arc;
 
 use patchpanda_shared::names;
-use patchpanda_shared::notice::RotationNotice;
+use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
 use patchpanda_shared::runtime::{HandlerError, PushMessage, Reply};
 use patchpanda_shared::secrets::cache::SecretCache;
+
+use crate::secrets::WebhookKeyring;
 
 /// Which logical secrets this instance holds, and their ids.
 pub struct Reloader {
     cache: Arc<SecretCache>,
     /// (logical name, secret id)
     watched: Vec<(String, String)>,
+    /// Told when a webhook-secret rotation starts and ends.
+    keyring: Arc<WebhookKeyring>,
 }
 
 impl Reloader {
-    pub fn new(cache: Arc<SecretCache>, watched: Vec<(String, String)>) -> Self {
-        Self { cache, watched }
+    pub fn new(
+        cache: Arc<SecretCache>,
+        watched: Vec<(String, String)>,
+        keyring: Arc<WebhookKeyring>,
+    ) -> Self {
+        Self {
+            cache,
+            watched,
+            keyring,
+        }
     }
 
     pub async fn handle(&self, msg: PushMessage) -> Result<Reply, HandlerError> {
         // The data is authoritative; the attribute is a fallback for a
         // notice from a newer writer that this version cannot parse.
-        let secret = match RotationNotice::from_data(&msg.data) {
-            Ok(n) => n.secret,
+        let (secret, event) = match msg.json::<RotationNotice>() {
+            Ok(n) => (n.secret, Some(n.event)),
             Err(e) => match msg.attributes.get("secret") {
-                Some(s) => s.clone(),
-                None => return Err(HandlerError::bad_request(e.to_string())),
+                Some(s) => (s.clone(), None),
+                None => return Err(e),
             },
         };
         let Some((_, id)) = self.watched.iter().find(|(logical, _)| *logical == secret) else {
             return Ok(Reply::no_content());
         };
+        if secret == names::WEBHOOK_SECRET {
+            match event {
+                Some(NoticeEvent::Started) => self.keyring.rotation_started(),
+                Some(e) if e.ends_rotation() => self.keyring.rotation_ended(),
+                _ => {}
+            }
+        }
         // Only a failure that may pass is worth a redelivery of the notice;
         // a secret that is gone will not come back by retrying.
         match self.cache.refresh(id).await {

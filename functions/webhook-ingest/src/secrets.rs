@@ -5,55 +5,81 @@
 //! accepted: the rotation worker always writes it for a graceful rotation
 //! and removes it for an emergency one, so its absence means "no grace".
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use patchpanda_shared::SecretValue;
 use patchpanda_shared::github::signature;
 use patchpanda_shared::names;
+use patchpanda_shared::secrets::SecretStore;
 use patchpanda_shared::secrets::cache::{SecretCache, SecretSnapshot};
+
+use crate::settings::Settings;
+use crate::watch::{SecretWatch, now};
+
+/// While a rotation is announced, a mismatch may re-read the secret this
+/// often: GitHub may start signing with the new secret any moment.
+pub const ANNOUNCED_REREAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a `started` notice counts without the notice that ends it.
+pub const ANNOUNCEMENT_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// The webhook secret's valid versions, from the shared cache.
 pub struct WebhookKeyring {
     cache: Arc<SecretCache>,
     id: String,
+    watch: SecretWatch,
+    /// Outside an announced rotation, how often a mismatch may re-read.
+    reread_interval: Duration,
     /// When a signature mismatch last made us read the secret again.
-    last_miss_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    last_miss_refresh: Mutex<Option<Instant>>,
+    /// Until when a `started` notice says a rotation is under way.
+    announced_until: Mutex<Option<Instant>>,
 }
 
-/// At most one mismatch-driven read a second: a flood of forged signatures
-/// must not become a flood of Secret Manager reads.
-const MISS_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl WebhookKeyring {
-    /// `id` is the Secret Manager id, e.g. `patchpanda-webhook-secret`.
-    pub fn new(cache: Arc<SecretCache>, id: String) -> Self {
+    /// `id` is the Secret Manager id, e.g. `patchpanda-webhook-secret`;
+    /// `store` answers the metadata checks (see [`crate::watch`]).
+    pub fn new(
+        cache: Arc<SecretCache>,
+        store: Arc<dyn SecretStore>,
+        id: String,
+        settings: &Settings,
+    ) -> Self {
         Self {
+            watch: SecretWatch::new(store, id.clone(), settings.secret_check_interval),
             cache,
             id,
-            last_miss_refresh: std::sync::Mutex::new(None),
+            reread_interval: settings.mismatch_reread_interval,
+            last_miss_refresh: Mutex::new(None),
+            announced_until: Mutex::new(None),
         }
     }
 
     /// After a mismatch: reads the secret again, if what we held was fetched
     /// before the delivery arrived (a rotation may have moved on since, and
-    /// its notice may still be on its way) and no such read ran in the last
-    /// second. Returns the fresh snapshot to check the delivery against.
+    /// its notice may still be on its way) and no such read ran within the
+    /// interval: [`ANNOUNCED_REREAD_INTERVAL`] while a rotation is announced
+    /// and not finished, else the configured one (a minute by default). A
+    /// flood of forged signatures thus costs at most one audited read a
+    /// minute. Returns the fresh snapshot to check the delivery against.
     pub async fn refresh_after_miss(
         &self,
-        arrived: std::time::Instant,
+        arrived: Instant,
         held: &SecretSnapshot,
     ) -> Option<Arc<SecretSnapshot>> {
         if held.fetched_at >= arrived {
             return None;
         }
+        let interval = if self.rotation_announced(held) {
+            ANNOUNCED_REREAD_INTERVAL
+        } else {
+            self.reread_interval
+        };
         {
-            let mut last = self
-                .last_miss_refresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let now = std::time::Instant::now();
-            if last.is_some_and(|t| now.duration_since(t) < MISS_REFRESH_INTERVAL) {
+            let mut last = lock(&self.last_miss_refresh);
+            let now = now();
+            if last.is_some_and(|t| now.saturating_duration_since(t) < interval) {
                 return None;
             }
             *last = Some(now);
@@ -67,13 +93,33 @@ impl WebhookKeyring {
         }
     }
 
+    /// Whether a rotation is under way: the secret has a `pending` version
+    /// (the worker sets it before GitHub signs with it), or a `started`
+    /// notice arrived and neither its end nor [`ANNOUNCEMENT_MAX`] has.
+    pub fn rotation_announced(&self, held: &SecretSnapshot) -> bool {
+        held.secret.aliases.contains_key(names::ALIAS_PENDING)
+            || lock(&self.announced_until).is_some_and(|until| now() < until)
+    }
+
+    /// A `started` notice for the webhook secret arrived.
+    pub fn rotation_started(&self) {
+        *lock(&self.announced_until) = Some(now() + ANNOUNCEMENT_MAX);
+    }
+
+    /// A notice that ends a rotation arrived.
+    pub fn rotation_ended(&self) {
+        *lock(&self.announced_until) = None;
+    }
+
     pub fn secret_id(&self) -> &str {
         &self.id
     }
 
-    /// The snapshot (fetched again after the cache's TTL).
+    /// The snapshot: fetched again after the cache's TTL, or as soon as a
+    /// metadata check finds the secret changed (see [`crate::watch`]).
     pub async fn snapshot(&self) -> patchpanda_shared::Result<Arc<SecretSnapshot>> {
-        self.cache.get(&self.id).await
+        let held = self.cache.get(&self.id).await?;
+        self.watch.fresh(&self.cache, held).await
     }
 
     /// Reads the secret again now (a rotation notice said it changed).
@@ -132,12 +178,16 @@ pub fn previous_valid_until(snapshot: &SecretSnapshot) -> Option<DateTime<Utc>> 
         .map(|t| t.with_timezone(&Utc))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each holds one plain value, consistent whatever panicked elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use patchpanda_shared::secrets::{AccessedVersion, Secret, SecretVersion, VersionState};
     use std::collections::BTreeMap;
-    use std::time::Instant;
 
     fn version(n: u64, value: &str) -> AccessedVersion {
         AccessedVersion {

@@ -74,11 +74,15 @@ struct Shared {
     timeout: Duration,
 }
 
+/// A function's own decorator of its finished router.
+type RouterWrap = Box<dyn FnOnce(Router) -> Router + Send + Sync>;
+
 /// A function's routes, ready to serve.
 pub struct App {
     shared: Arc<Shared>,
     routes: Vec<Route>,
     ready: Option<Arc<dyn ReadyCheck>>,
+    wrap: Option<RouterWrap>,
 }
 
 /// Collects routes and settings; [`AppBuilder::build`] checks them.
@@ -89,6 +93,7 @@ pub struct AppBuilder {
     ready: Option<Arc<dyn ReadyCheck>>,
     verifier: Option<Arc<PushVerifier>>,
     timeout: Duration,
+    wrap: Option<RouterWrap>,
 }
 
 impl App {
@@ -101,6 +106,7 @@ impl App {
             ready: None,
             verifier: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            wrap: None,
         }
     }
 
@@ -138,7 +144,11 @@ impl App {
             }
             router = router.route(&path, methods.fallback(method_not_allowed(&allow)));
         }
-        router.fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        let router = router.fallback(|| async { text(StatusCode::NOT_FOUND, "not found") });
+        match self.wrap {
+            Some(wrap) => wrap(router),
+            None => router,
+        }
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -227,6 +237,17 @@ impl AppBuilder {
         self
     }
 
+    /// Wraps the finished router (outermost, before any body is read): a
+    /// function's own layer, such as webhook-ingest's byte budget and
+    /// body-read deadline for unauthenticated bodies.
+    pub fn wrap_router(
+        mut self,
+        wrap: impl FnOnce(Router) -> Router + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Box::new(wrap));
+        self
+    }
+
     /// This function's request time limit (body included; a 503 after it)
     /// when PATCHPANDA_REQUEST_TIMEOUT is not set. The variable wins: infra
     /// sets it to the Cloud Run service's timeout, after which Cloud Run
@@ -293,6 +314,7 @@ impl AppBuilder {
             }),
             routes: self.routes,
             ready: self.ready,
+            wrap: self.wrap,
         })
     }
 }

@@ -29,13 +29,19 @@ struct Local {
 
 impl Local {
     async fn start() -> Local {
+        Self::start_with(&[]).await
+    }
+
+    /// With `extra` settings for webhook-ingest.
+    async fn start_with(extra: &[(&str, &str)]) -> Local {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
-        let env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("PATCHPANDA_BACKEND".into(), "local".into()),
             ("PATCHPANDA_HOME".into(), home.display().to_string()),
             ("PATCHPANDA_PUSH_AUDIENCE".into(), AUDIENCE.into()),
         ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let admin_config = Config::from_env(
             &Env::from_pairs(env.clone()),
             names::PRINCIPAL_ROTATION_WORKER,
@@ -48,21 +54,58 @@ impl Local {
             .add_version(WEBHOOK_ID, b"local-secret-1")
             .await
             .unwrap();
-        let config = Config::from_env(
-            &Env::from_pairs(env.clone()),
-            names::PRINCIPAL_WEBHOOK_INGEST,
-        )
-        .unwrap();
-        let app = webhook_ingest::app(config, Env::from_pairs(env.clone()))
-            .await
-            .unwrap();
+        let router = Self::instance_on(&env).await;
         Local {
             _dir: dir,
             env,
             admin,
-            router: app.router(),
+            router,
             home,
         }
+    }
+
+    async fn instance_on(env: &[(String, String)]) -> axum::Router {
+        let config = Config::from_env(
+            &Env::from_pairs(env.to_vec()),
+            names::PRINCIPAL_WEBHOOK_INGEST,
+        )
+        .unwrap();
+        webhook_ingest::app(config, Env::from_pairs(env.to_vec()))
+            .await
+            .unwrap()
+            .router()
+    }
+
+    /// Another webhook-ingest instance on the same store and bus.
+    async fn instance(&self) -> axum::Router {
+        Self::instance_on(&self.env).await
+    }
+
+    async fn send_to(router: &axum::Router, req: Request<Body>) -> StatusCode {
+        router.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// A rotation notice, pushed as Pub/Sub would, with the push identity.
+    fn notice(&self, notice: &RotationNotice) -> Request<Body> {
+        let m = notice.to_message();
+        let envelope = serde_json::json!({
+            "message": {
+                "data": b64(&m.data),
+                "attributes": m.attributes,
+                "messageId": "43",
+                "publishTime": chrono::Utc::now().to_rfc3339(),
+            },
+            "subscription": "projects/local/subscriptions/webhook-ingest-rotation",
+        })
+        .to_string();
+        Request::post("/events/rotation")
+            .header("content-type", "application/json")
+            .header(
+                "authorization",
+                format!("Bearer {}", self.token(names::PRINCIPAL_PUSH)),
+            )
+            .body(Body::from(envelope))
+            .unwrap()
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, String) {
@@ -250,5 +293,63 @@ async fn rotation_notices_need_a_token_and_reload_the_secret() {
     assert!(
         body.contains("no GitHub App configured; nothing to sweep"),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_emergency_rotation_noticed_by_one_instance_reaches_the_other_within_the_interval() {
+    // Two instances on one store and bus, checking the secret's metadata
+    // every 300 ms (10 s in production), so the test need not wait 10 s.
+    let l = Local::start_with(&[("PATCHPANDA_INGEST_SECRET_CHECK_INTERVAL", "300ms")]).await;
+    let a = &l.router;
+    let b = l.instance().await;
+    let payload = fixture("push.json");
+    for (i, r) in [a, &b].into_iter().enumerate() {
+        let req = l.delivery(&format!("before-{i}"), payload.clone(), "local-secret-1");
+        assert_eq!(Local::send_to(r, req).await, StatusCode::ACCEPTED);
+    }
+
+    // The secret leaked: an emergency rotation, no grace for the old one.
+    let s = &l.admin.secrets;
+    s.add_version(WEBHOOK_ID, b"local-secret-2").await.unwrap();
+    s.update_secret(
+        WEBHOOK_ID,
+        SecretUpdate {
+            aliases: Some(
+                [
+                    (names::ALIAS_CURRENT.to_string(), 2),
+                    (names::ALIAS_PREVIOUS.to_string(), 1),
+                ]
+                .into(),
+            ),
+            annotations: Some(Default::default()),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    // Its notice reaches A only (a push subscription picks one instance).
+    let mut n = RotationNotice::new(names::WEBHOOK_SECRET, NoticeEvent::Rotated, "rot-e");
+    n.emergency = true;
+    n.version = Some(2);
+    assert!(Local::send_to(a, l.notice(&n)).await.is_success());
+    let old = |id: &str| l.delivery(id, payload.clone(), "local-secret-1");
+    assert_eq!(
+        Local::send_to(a, old("a-old")).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // B heard nothing; once its interval has passed, the next delivery's
+    // metadata check finds the change and B refuses the old secret too.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        Local::send_to(&b, old("b-old")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let new = l.delivery("b-new", payload.clone(), "local-secret-2");
+    assert_eq!(Local::send_to(&b, new).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        Local::send_to(a, old("a-old-2")).await,
+        StatusCode::UNAUTHORIZED
     );
 }

@@ -2,7 +2,7 @@
 //! handlers directly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -23,9 +23,11 @@ use patchpanda_shared::secrets::{
 };
 use patchpanda_shared::{Error, Result, SecretValue};
 use tower::ServiceExt;
-use webhook_ingest::{MemoryMark, WebhookIngest};
+use webhook_ingest::{MemoryMark, Settings, WebhookIngest};
 
 pub const WEBHOOK_ID: &str = "patchpanda-webhook-secret";
+/// The webhook secret most tests seed.
+pub const SECRET: &str = "first-webhook-secret";
 pub const KEY_ID: &str = "patchpanda-github-private-key";
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -83,6 +85,10 @@ struct FakeSecret {
 pub struct FakeStore {
     secrets: Mutex<HashMap<String, FakeSecret>>,
     pub failing: AtomicBool,
+    /// `AccessSecretVersion` calls: payload reads, audited as DATA_READ.
+    pub accesses: AtomicUsize,
+    /// `GetSecret` calls: metadata reads.
+    pub metadata_reads: AtomicUsize,
 }
 
 impl FakeStore {
@@ -122,6 +128,18 @@ impl FakeStore {
         s.etag += 1;
         drop(all);
         self.annotate(id, grace_until);
+    }
+
+    /// What the rotation worker does first: a new version, aliased
+    /// `pending`, announced before GitHub signs with it.
+    pub fn begin_rotation(&self, id: &str, value: &str) {
+        let mut all = self.secrets.lock().unwrap();
+        let s = all.get_mut(id).unwrap();
+        s.versions
+            .push((VersionState::Enabled, SecretValue::from(value.to_string())));
+        let n = s.versions.len() as u64;
+        s.aliases.insert(names::ALIAS_PENDING.into(), n);
+        s.etag += 1;
     }
 
     pub fn annotate(&self, id: &str, grace_until: Option<&str>) {
@@ -174,6 +192,7 @@ impl SecretStore for FakeStore {
         self.get_secret(id).await
     }
     async fn get_secret(&self, id: &str) -> Result<Secret> {
+        self.metadata_reads.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         let all = self.secrets.lock().unwrap();
         let s = all.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -204,6 +223,7 @@ impl SecretStore for FakeStore {
         ))
     }
     async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
+        self.accesses.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         let all = self.secrets.lock().unwrap();
         let s = all.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -286,6 +306,8 @@ pub struct FakeBus {
     messages: Mutex<Vec<(String, Message)>>,
     next: AtomicU64,
     pub failing: AtomicBool,
+    /// `check` calls (what /ready asks).
+    pub checks: AtomicUsize,
 }
 
 impl FakeBus {
@@ -310,6 +332,7 @@ impl Bus for FakeBus {
         ))
     }
     async fn check(&self) -> Result<()> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("bus down (test)".into()));
         }
@@ -323,6 +346,9 @@ pub struct Harness {
     pub store: Arc<FakeStore>,
     pub bus: Arc<FakeBus>,
     pub wi: WebhookIngest,
+    pub config: Config,
+    /// PATCHPANDA_HOME, for the local token issuer the router's OIDC checks use.
+    _home: tempfile::TempDir,
 }
 
 impl Harness {
@@ -340,18 +366,30 @@ impl Harness {
             store.seed(KEY_ID, key);
         }
         let bus = Arc::new(FakeBus::default());
-        let config = Config::from_env(
-            &Env::from_pairs(env.iter().copied()),
-            names::PRINCIPAL_WEBHOOK_INGEST,
-        )
-        .unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut env = Env::from_pairs(env.iter().copied());
+        env.set("PATCHPANDA_HOME", home.path().display().to_string());
+        let config = Config::from_env(&env, names::PRINCIPAL_WEBHOOK_INGEST).unwrap();
+        let settings = Settings::from_env(&env).unwrap();
         let wi = WebhookIngest::new(
             &config,
+            &settings,
             store.clone(),
             bus.clone(),
             Arc::new(MemoryMark::default()),
         );
-        Self { store, bus, wi }
+        Self {
+            store,
+            bus,
+            wi,
+            config,
+            _home: home,
+        }
+    }
+
+    /// The routes through the HTTP router, as the runtime serves them.
+    pub fn router(&self) -> axum::Router {
+        self.wi.app(&self.config).unwrap().router()
     }
 
     pub fn ctx() -> Context {
@@ -366,7 +404,15 @@ impl Harness {
     }
 
     pub async fn rotation_notice(&self, secret: &str) -> std::result::Result<Reply, HandlerError> {
-        let mut n = RotationNotice::new(secret, NoticeEvent::Rotated, "r-1");
+        self.notice(secret, NoticeEvent::Rotated).await
+    }
+
+    pub async fn notice(
+        &self,
+        secret: &str,
+        event: NoticeEvent,
+    ) -> std::result::Result<Reply, HandlerError> {
+        let mut n = RotationNotice::new(secret, event, "r-1");
         n.version = Some(2);
         let m = n.to_message();
         self.push_raw(&m.data, m.attributes).await

@@ -74,13 +74,27 @@ struct Stub {
     token_calls: AtomicU32,
     token_ttl_secs: Mutex<i64>,
     hook_secret: Mutex<Option<String>>,
+    /// When set, a redelivery fails with this status code (else it is OK).
+    redeliveries_fail_with: Mutex<Option<u16>>,
 }
 
 fn delivery(id: u64, guid: &str, status: &str, at: DateTime<Utc>, redelivery: bool) -> Value {
+    let code = if status == "OK" { 202 } else { 503 };
+    delivery_with(id, guid, status, code, at, redelivery)
+}
+
+/// An attempt as GitHub lists it, with our answer's status code.
+fn delivery_with(
+    id: u64,
+    guid: &str,
+    status: &str,
+    status_code: u16,
+    at: DateTime<Utc>,
+    redelivery: bool,
+) -> Value {
     json!({
         "id": id, "guid": guid, "delivered_at": at.to_rfc3339(), "redelivery": redelivery,
-        "duration": 0.27, "status": status,
-        "status_code": if status == "OK" { 202 } else { 503 },
+        "duration": 0.27, "status": status, "status_code": status_code,
         "event": "push", "action": null, "installation_id": 2311213, "repository_id": 186853002
     })
 }
@@ -260,7 +274,18 @@ async fn attempt(State(s): State<Arc<Stub>>, headers: HeaderMap, Path(id): Path<
         .max()
         .unwrap_or(0)
         + 1;
-    all.insert(0, delivery(next, &guid, "OK", Utc::now(), true));
+    let answer = match *s.redeliveries_fail_with.lock().unwrap() {
+        Some(code) => delivery_with(
+            next,
+            &guid,
+            &format!("Invalid HTTP Response: {code}"),
+            code,
+            Utc::now(),
+            true,
+        ),
+        None => delivery(next, &guid, "OK", Utc::now(), true),
+    };
+    all.insert(0, answer);
     s.redelivered.lock().unwrap().push(id);
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
@@ -347,11 +372,15 @@ async fn sweep_redelivers_each_failed_guid_once() {
         .collect();
     assert_eq!(cursors[1], "GET /app/hook/deliveries?cursor=v1_2");
 
-    // The next sweep starts near where this one did: two pages, and the
-    // redelivered guids now have a successful attempt.
+    // The next sweep looks back to D's first failure (to count its
+    // attempts, had it failed again); the redelivered guids now have a
+    // successful attempt.
     let report = h.sweep().await;
     assert_eq!(report["redelivered"], 0, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["pages"], 5, "{report}");
+    // Nothing left to retry: the one after starts near where that one did.
+    let report = h.sweep().await;
     assert_eq!(report["pages"], 2, "{report}");
     assert_eq!(stub.redelivered.lock().unwrap().len(), 2);
 }
@@ -492,4 +521,91 @@ async fn the_app_client_speaks_githubs_api() {
         !err.to_string().contains("ey"),
         "no token in the message: {err}"
     );
+}
+
+#[tokio::test]
+async fn redelivery_skips_what_would_fail_again_and_counts_any_2xx_as_success() {
+    let (stub, h) = setup().await;
+    let now = Utc::now();
+    let m = |mins: i64| now - ChronoDuration::minutes(mins);
+    let fail = |code: u16| format!("Invalid HTTP Response: {code}");
+    *stub.deliveries.lock().unwrap() = vec![
+        // Refused by us for good: a bad signature, a body too large.
+        delivery_with(20, "guid-sig", &fail(401), 401, m(1), false),
+        delivery_with(19, "guid-big", &fail(413), 413, m(2), false),
+        // A 204, whatever GitHub's text says, is a success.
+        delivery_with(18, "guid-204", "No Content", 204, m(3), false),
+        // Cut off as too slow: worth another try.
+        delivery_with(17, "guid-slow", &fail(408), 408, m(4), false),
+        // Tried five times already.
+        delivery_with(16, "guid-tired", &fail(503), 503, m(5), true),
+        delivery_with(15, "guid-tired", &fail(503), 503, m(6), true),
+        delivery_with(14, "guid-tired", &fail(503), 503, m(7), true),
+        delivery_with(13, "guid-tired", &fail(503), 503, m(8), true),
+        delivery_with(12, "guid-tired", &fail(503), 503, m(9), false),
+        // Its original is past the window: given up before.
+        delivery_with(11, "guid-old", &fail(503), 503, m(10), true),
+        delivery_with(
+            10,
+            "guid-old",
+            &fail(503),
+            503,
+            now - ChronoDuration::days(4),
+            false,
+        ),
+    ];
+    let report = h.sweep().await;
+    assert_eq!(*stub.redelivered.lock().unwrap(), vec![17], "{report}");
+    assert_eq!(report["failed"], 5, "{report}");
+    assert_eq!(report["skipped"], 4, "{report}");
+    let reasons: Vec<(String, String)> = report["skips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["guid"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |guid: &str, reason: &str| (guid.to_string(), reason.to_string());
+    assert_eq!(
+        reasons,
+        vec![
+            expect("guid-sig", "permanent_refusal"),
+            expect("guid-big", "permanent_refusal"),
+            expect("guid-tired", "attempts_exhausted"),
+            expect("guid-old", "given_up_earlier"),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["skips"][0]["status_code"], 401);
+    assert_eq!(report["skips"][2]["attempts"], 5);
+}
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_is_redelivered_a_bounded_number_of_times() {
+    let (stub, h) = setup().await;
+    *stub.deliveries.lock().unwrap() = vec![delivery(
+        1,
+        "guid-doomed",
+        "Invalid HTTP Response: 503",
+        Utc::now() - ChronoDuration::minutes(1),
+        false,
+    )];
+    *stub.redeliveries_fail_with.lock().unwrap() = Some(503);
+    let mut reports = Vec::new();
+    for _ in 0..8 {
+        reports.push(h.sweep().await);
+    }
+    let redelivered = stub.redelivered.lock().unwrap().len();
+    assert_eq!(
+        redelivered, 4,
+        "five attempts in all, the original included: {reports:#?}"
+    );
+    let last = reports.last().unwrap();
+    assert_eq!(last["redelivered"], 0, "{last}");
+    assert_eq!(last["skipped"], 1, "{last}");
+    assert_eq!(last["complete"], true, "{last}");
 }

@@ -4,8 +4,12 @@
 //! has no successful attempt since: GitHub's own reference design
 //! ("automatically redelivering failed deliveries for a GitHub App webhook").
 //!
+//! Which: see [`policy`]; redelivery terminates (a capped number of
+//! attempts per guid, none for a permanent refusal of ours).
+//!
 //! How far back: to the start of the last complete sweep (less a small
-//! overlap), never more than GitHub's 3-day retention. That mark is kept in
+//! overlap), or to the first failure of a guid it is still retrying, never
+//! more than GitHub's 3-day retention. That mark is kept in
 //! a [`SweepMark`]: a small file under PATCHPANDA_HOME on the local backend,
 //! and the instance's memory on gcp. It is deliberately not an annotation on
 //! a secret: writing one would need `secretmanager.secrets.update` for the
@@ -14,84 +18,31 @@
 //! A fresh instance without a mark simply scans the whole 3 days, which is
 //! correct and only costs a few more API calls.
 
+mod mark;
+mod policy;
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patchpanda_shared::github::{GitHubApp, GitHubError};
 use patchpanda_shared::runtime::HandlerError;
 use patchpanda_shared::secrets::cache::SecretCache;
 use serde::Serialize;
 
+pub use mark::{FileMark, MemoryMark, SweepMark};
+pub use policy::{SkipReason, Skipped, permanent_refusal, succeeded};
+
+use policy::{GuidState, Verdict};
+
 /// GitHub keeps deliveries for 3 days on github.com.
 pub const RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
+/// How many skipped deliveries one report lists.
+pub const MAX_SKIPS_LISTED: usize = 50;
 /// The note answered when no App is configured.
 pub const NO_APP_NOTE: &str = "no GitHub App configured; nothing to sweep";
-
-/// Where the end of the last complete sweep is remembered.
-#[async_trait]
-pub trait SweepMark: Send + Sync + 'static {
-    async fn load(&self) -> Option<DateTime<Utc>>;
-    async fn save(&self, at: DateTime<Utc>) -> Result<(), String>;
-}
-
-/// The mark in this instance's memory (gcp: no disk survives an instance).
-#[derive(Debug, Default)]
-pub struct MemoryMark(Mutex<Option<DateTime<Utc>>>);
-
-#[async_trait]
-impl SweepMark for MemoryMark {
-    async fn load(&self) -> Option<DateTime<Utc>> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    async fn save(&self, at: DateTime<Utc>) -> Result<(), String> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
-        Ok(())
-    }
-}
-
-/// The mark as one RFC 3339 line in a file (the local backend's home).
-#[derive(Debug, Clone)]
-pub struct FileMark {
-    path: PathBuf,
-}
-
-impl FileMark {
-    pub fn new(path: PathBuf) -> Self {
-        Self { path }
-    }
-}
-
-#[async_trait]
-impl SweepMark for FileMark {
-    async fn load(&self) -> Option<DateTime<Utc>> {
-        let text = tokio::fs::read_to_string(&self.path).await.ok()?;
-        DateTime::parse_from_rfc3339(text.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-
-    async fn save(&self, at: DateTime<Utc>) -> Result<(), String> {
-        let shown = self.path.display().to_string();
-        if let Some(dir) = self.path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
-        // Write then rename: a crash never leaves half a timestamp.
-        let tmp = self.path.with_extension("tmp");
-        tokio::fs::write(&tmp, format!("{}\n", at.to_rfc3339()))
-            .await
-            .map_err(|e| format!("writing {shown}: {e}"))?;
-        tokio::fs::rename(&tmp, &self.path)
-            .await
-            .map_err(|e| format!("writing {shown}: {e}"))
-    }
-}
 
 /// How the sweeper reaches GitHub as the App.
 pub struct AppSettings {
@@ -115,6 +66,8 @@ pub struct SweepSettings {
     /// The longest rate-limit wait honoured within one sweep; a longer one
     /// ends the sweep early (the next one resumes).
     pub max_wait: Duration,
+    /// Attempts per guid (the original included) after which it is left.
+    pub max_attempts: u32,
 }
 
 impl Default for SweepSettings {
@@ -125,6 +78,7 @@ impl Default for SweepSettings {
             per_page: 100,
             max_pages: 200,
             max_wait: Duration::from_secs(20),
+            max_attempts: 5,
         }
     }
 }
@@ -140,6 +94,11 @@ pub struct SweepReport {
     /// Guids with no successful attempt.
     pub failed: u32,
     pub redelivered: u32,
+    /// Failed guids left alone; `skips` says which and why (the first
+    /// [`MAX_SKIPS_LISTED`]).
+    pub skipped: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skips: Vec<Skipped>,
     pub redeliver_errors: u32,
     /// How far back this sweep looked (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,16 +121,6 @@ impl SweepReport {
             ..Default::default()
         }
     }
-}
-
-/// What one guid's attempts in the window add up to.
-#[derive(Default)]
-struct GuidState {
-    ok: bool,
-    /// The newest failed attempt: (when, delivery id).
-    newest_failure: Option<(DateTime<Utc>, u64)>,
-    /// The oldest failed attempt, for where the next sweep must start.
-    oldest_failure: Option<DateTime<Utc>>,
 }
 
 /// Why a call to GitHub ended the sweep.
@@ -276,17 +225,7 @@ impl Sweeper {
                     continue;
                 }
                 report.listed += 1;
-                let st = guids.entry(d.guid).or_default();
-                if d.status.eq_ignore_ascii_case("OK") {
-                    st.ok = true;
-                } else {
-                    if st.newest_failure.is_none_or(|(t, _)| d.delivered_at > t) {
-                        st.newest_failure = Some((d.delivered_at, d.id));
-                    }
-                    if st.oldest_failure.is_none_or(|t| d.delivered_at < t) {
-                        st.oldest_failure = Some(d.delivered_at);
-                    }
-                }
+                guids.entry(d.guid.clone()).or_default().record(&d);
             }
             match page.next_cursor {
                 Some(next) if !reached_since => cursor = Some(next),
@@ -298,25 +237,52 @@ impl Sweeper {
         }
         report.guids = count(guids.len());
 
+        let mut failed: Vec<(DateTime<Utc>, u64, DateTime<Utc>)> = Vec::new();
+        for (guid, st) in &guids {
+            if st.ok() {
+                continue;
+            }
+            report.failed += 1;
+            match st.verdict(guid, self.settings.max_attempts, listing_complete) {
+                Verdict::Redeliver {
+                    newest,
+                    delivery_id,
+                    oldest,
+                } => failed.push((newest, delivery_id, oldest)),
+                Verdict::Skip(skip) => {
+                    if skip.reason != SkipReason::GivenUpEarlier {
+                        tracing::warn!(
+                            guid = %skip.guid,
+                            delivery_id = skip.delivery_id,
+                            status_code = skip.status_code,
+                            attempts = skip.attempts,
+                            reason = ?skip.reason,
+                            "not redelivering a failed delivery"
+                        );
+                    }
+                    report.skipped += 1;
+                    report.skips.push(skip);
+                }
+                Verdict::Later => {}
+            }
+        }
+        report
+            .skips
+            .sort_by_key(|s| std::cmp::Reverse(s.delivery_id));
+        report.skips.truncate(MAX_SKIPS_LISTED);
         // Newest first, as GitHub lists them; ties broken by id for a stable
         // order.
-        let mut failed: Vec<(DateTime<Utc>, u64, DateTime<Utc>)> = guids
-            .values()
-            .filter(|g| !g.ok)
-            .filter_map(|g| {
-                let (at, id) = g.newest_failure?;
-                Some((at, id, g.oldest_failure.unwrap_or(at)))
-            })
-            .collect();
         failed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-        report.failed = count(failed.len());
 
-        // The next sweep must look back at least to the oldest failure that
-        // was not handed to GitHub again.
+        // The next sweep must look back to the first failure of every guid
+        // handed to GitHub again (to count its attempts) or not handed over.
         let mut next_mark = started;
         for (i, &(_, id, oldest)) in failed.iter().enumerate() {
             match self.call(&app, deadline, || app.redeliver(id)).await {
-                Ok(()) => report.redelivered += 1,
+                Ok(()) => {
+                    report.redelivered += 1;
+                    next_mark = next_mark.min(oldest);
+                }
                 Err(Stop::Failed(e)) => {
                     tracing::warn!(delivery_id = id, error = %e, "asking GitHub to redeliver failed");
                     report.redeliver_errors += 1;
@@ -342,6 +308,7 @@ impl Sweeper {
             pages = report.pages,
             failed = report.failed,
             redelivered = report.redelivered,
+            skipped = report.skipped,
             redeliver_errors = report.redeliver_errors,
             complete = report.complete,
             "redelivery sweep done"
@@ -453,24 +420,6 @@ fn count(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn file_mark_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let mark = FileMark::new(dir.path().join("sub").join("mark"));
-        assert_eq!(mark.load().await, None);
-        let t = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
-            .unwrap()
-            .to_utc();
-        mark.save(t).await.unwrap();
-        assert_eq!(mark.load().await, Some(t));
-        std::fs::write(dir.path().join("sub").join("mark"), "garbage").unwrap();
-        assert_eq!(
-            mark.load().await,
-            None,
-            "an unreadable mark means a full scan"
-        );
-    }
 
     #[tokio::test]
     async fn without_an_app_there_is_nothing_to_sweep() {
