@@ -178,6 +178,9 @@ impl RotationWorker {
             .scheduler(ROUTE_FINISH, me.finish_handler())
             .scheduler(ROUTE_DUE_CHECK, me.due_check_handler())
             .ready(Arc::new(Ready(me.rotator.clone())))
+            // A step may wait on GitHub (PATCHPANDA_GITHUB_TIMEOUT, 120 s)
+            // several times: the worker gets Cloud Run's 600 s, as infra sets.
+            .default_request_timeout(std::time::Duration::from_secs(600))
             .build()
     }
 }
