@@ -4,7 +4,7 @@
 //! joined; for single values the environment wins, so a deployment can
 //! override a checked-in file without editing it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use patchpanda_shared::names;
 use serde::Deserialize;
 
 use crate::alert::{Rule, Severity};
+pub use crate::identity::{PrincipalSet, normalize_principal};
 
 pub const ENV_CONFIG: &str = "PATCHPANDA_ALERTER_CONFIG";
 pub const ENV_SUPPRESS_WINDOW: &str = "PATCHPANDA_ALERT_SUPPRESS_WINDOW";
@@ -27,59 +28,6 @@ pub const ENV_WEBHOOK_URL: &str = "PATCHPANDA_ALERT_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "PATCHPANDA_ALERT_WEBHOOK_SECRET";
 
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
-
-/// Identities, compared case-insensitively and without the `user:` /
-/// `serviceAccount:` prefixes IAM members carry. `*@domain` matches a domain.
-#[derive(Debug, Clone, Default)]
-pub struct PrincipalSet {
-    exact: HashSet<String>,
-    domains: Vec<String>,
-}
-
-impl PrincipalSet {
-    pub fn new<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
-        let mut set = Self::default();
-        set.extend(items);
-        set
-    }
-
-    pub fn extend<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) {
-        for item in items {
-            let p = normalize_principal(item.as_ref());
-            if p.is_empty() {
-                continue;
-            }
-            if let Some(domain) = p.strip_prefix('*') {
-                self.domains.push(domain.to_string());
-            } else {
-                self.exact.insert(p);
-            }
-        }
-    }
-
-    /// `principal` must already be normalized (see [`normalize_principal`]).
-    pub fn contains(&self, principal: &str) -> bool {
-        self.exact.contains(principal) || self.domains.iter().any(|d| principal.ends_with(d))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.domains.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.domains.len()
-    }
-}
-
-/// Lower-cased, without an IAM member-type prefix.
-pub fn normalize_principal(p: &str) -> String {
-    let p = p.trim();
-    let p = p
-        .strip_prefix("serviceAccount:")
-        .or_else(|| p.strip_prefix("user:"))
-        .unwrap_or(p);
-    p.to_ascii_lowercase()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleSettings {
@@ -530,17 +478,6 @@ mod tests {
         assert!(s.sinks.slack_url.is_none());
         assert_eq!(s.sinks.pagerduty_url, DEFAULT_PAGERDUTY_URL);
         assert!(Rule::ALL.iter().all(|r| s.enabled(*r)));
-    }
-
-    #[test]
-    fn principals_compare_without_member_prefixes() {
-        let set = PrincipalSet::new([
-            "serviceAccount:Gw@P.iam.gserviceaccount.com",
-            "*@corp.example",
-        ]);
-        assert!(set.contains(&normalize_principal("gw@p.iam.gserviceaccount.com")));
-        assert!(set.contains(&normalize_principal("user:alice@corp.example")));
-        assert!(!set.contains(&normalize_principal("mallory@evil.example")));
     }
 
     #[test]
