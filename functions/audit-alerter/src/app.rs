@@ -9,7 +9,10 @@ use patchpanda_shared::config::{Config, Env};
 use patchpanda_shared::runtime::server::{App, BoxError, ReadyCheck};
 
 use crate::settings::Settings;
-use crate::{Alerter, ROUTE_AUDIT_LOG, ROUTE_ROTATION, SERVICE, SystemClock, TICK_EVERY, handlers};
+use crate::{
+    Alerter, ROUTE_AUDIT_LOG, ROUTE_ROTATION, ROUTE_TICK, SERVICE, SystemClock, TICK_EVERY,
+    handlers,
+};
 
 /// Reads the settings, opens the backends and builds the routes.
 pub async fn app(config: Config, env: Env) -> Result<App, BoxError> {
@@ -35,6 +38,7 @@ impl Alerter {
         App::builder(SERVICE, config)
             .push(ROUTE_AUDIT_LOG, handlers::audit_log(Arc::clone(self)))
             .push(ROUTE_ROTATION, handlers::rotation(Arc::clone(self)))
+            .scheduler(ROUTE_TICK, handlers::tick(Arc::clone(self)))
             .ready(Arc::new(BusReady(bus)))
             .build()
     }

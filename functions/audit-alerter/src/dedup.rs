@@ -34,6 +34,10 @@ impl Dedup {
         true
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.seen.contains(key)
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }

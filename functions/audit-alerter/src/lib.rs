@@ -8,12 +8,14 @@
 
 pub mod alert;
 mod app;
+pub mod capped;
 pub mod clock;
 pub mod dedup;
 pub mod delivery;
 pub mod entry;
 pub mod handlers;
 pub mod identity;
+pub mod outbox;
 pub mod rotations;
 pub mod rules;
 mod service;
@@ -27,7 +29,7 @@ pub use alert::{Alert, Rule, Severity};
 pub use app::app;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Malformed;
-pub use service::{Alerter, Analysis};
+pub use service::{Alerter, Analysis, Outcome, TickReport};
 pub use settings::Settings;
 
 /// The service name when K_SERVICE is not set.
@@ -36,8 +38,11 @@ pub const SERVICE: &str = "audit-alerter";
 pub const ROUTE_AUDIT_LOG: &str = "/events/audit-log";
 /// Rotation notices from `patchpanda-rotation-events` (push).
 pub const ROUTE_ROTATION: &str = "/events/rotation";
+/// Time-driven work (contract 5), called by Cloud Scheduler every minute.
+pub const ROUTE_TICK: &str = "/tasks/tick";
 
-/// How often time-driven work (held changes, summaries, the self-check)
-/// runs: from a background ticker, and on any message when it is due
-/// (Cloud Run may starve background tasks of CPU between requests).
+/// How often the local stack's background ticker runs the time-driven work
+/// (held changes, summaries, the self-check, pending alerts). On Cloud Run
+/// the scheduler calls [`ROUTE_TICK`] instead: a background task there may
+/// be starved of CPU between requests.
 pub const TICK_EVERY: Duration = Duration::from_secs(30);

@@ -26,6 +26,18 @@ pub const ENV_PAGERDUTY_KEY: &str = "PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY";
 pub const ENV_PAGERDUTY_URL: &str = "PATCHPANDA_ALERT_PAGERDUTY_URL";
 pub const ENV_WEBHOOK_URL: &str = "PATCHPANDA_ALERT_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "PATCHPANDA_ALERT_WEBHOOK_SECRET";
+/// Operators whose announced changes (`announced` notices) do not page.
+pub const ENV_OPERATOR_PRINCIPALS: &str = "PATCHPANDA_OPERATOR_PRINCIPALS";
+/// Who else may encrypt/decrypt with the gateway's key (besides the
+/// Secret Manager service agent and the gateway's accounts).
+pub const ENV_KMS_USERS: &str = "PATCHPANDA_ALERT_KMS_USERS";
+/// The name prefix of the gateway's Cloud Run services, Pub/Sub topics and
+/// subscriptions, and log sink (infra/terraform names them `patchpanda-*`).
+pub const ENV_INFRA_PREFIX: &str = "PATCHPANDA_ALERT_INFRA_PREFIX";
+
+/// Secret Manager's service agent, `service-<project number>@gcp-sa-secretmanager...`,
+/// encrypts and decrypts with the key for CMEK.
+pub const SECRET_MANAGER_AGENT_DOMAIN: &str = "*@gcp-sa-secretmanager.iam.gserviceaccount.com";
 
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
@@ -85,6 +97,18 @@ pub struct Settings {
     pub gateway_accounts: PrincipalSet,
     /// Who may mint tokens for the gateway's accounts besides themselves.
     pub token_minters: PrincipalSet,
+    /// Operators whose announced changes are expected (contract 8).
+    pub operators: PrincipalSet,
+    /// Who may use the key besides the gateway's accounts (the Secret
+    /// Manager service agent by default).
+    pub kms_users: PrincipalSet,
+    /// Name prefix of the gateway's services, subscriptions, topics, sink.
+    pub infra_prefix: String,
+    /// The log sink that feeds the alerter.
+    pub audit_sink: String,
+    /// Cap of every map keyed by attacker-chosen values (fingerprints,
+    /// pending entries, secrets with counters).
+    pub state_capacity: usize,
     pub rules: BTreeMap<Rule, RuleSettings>,
     pub suppress_window: Duration,
     pub read_spike: SpikeSettings,
@@ -124,6 +148,11 @@ impl Settings {
             rotators: PrincipalSet::new(&config.rotator_principals),
             gateway_accounts,
             token_minters: PrincipalSet::default(),
+            operators: PrincipalSet::default(),
+            kms_users: PrincipalSet::new([SECRET_MANAGER_AGENT_DOMAIN]),
+            infra_prefix: names::DEFAULT_SECRET_PREFIX.to_string(),
+            audit_sink: names::TOPIC_AUDIT_LOGS.to_string(),
+            state_capacity: 10_000,
             rules: Rule::ALL
                 .iter()
                 .map(|r| {
@@ -185,6 +214,11 @@ impl Settings {
         self.data_access_max_silence =
             env.duration_or(ENV_DATA_ACCESS_SILENCE, self.data_access_max_silence)?;
         self.gateway_accounts.extend(env.list(ENV_GATEWAY_ACCOUNTS));
+        self.operators.extend(env.list(ENV_OPERATOR_PRINCIPALS));
+        self.kms_users.extend(env.list(ENV_KMS_USERS));
+        if let Some(p) = env.get(ENV_INFRA_PREFIX) {
+            self.infra_prefix = p.trim().to_string();
+        }
         for id in env.list(ENV_DISABLED_RULES) {
             let rule: Rule = id
                 .parse()
@@ -274,6 +308,13 @@ struct FileSettings {
     gateway_service_accounts: Vec<String>,
     #[serde(default)]
     token_minters: Vec<String>,
+    #[serde(default)]
+    operator_principals: Vec<String>,
+    #[serde(default)]
+    kms_users: Vec<String>,
+    infra_prefix: Option<String>,
+    audit_sink: Option<String>,
+    state_capacity: Option<usize>,
     delivery: Option<FileDelivery>,
     #[serde(default)]
     rules: BTreeMap<String, FileRule>,
@@ -359,6 +400,17 @@ impl FileSettings {
         s.rotators.extend(&self.rotator_principals);
         s.gateway_accounts.extend(&self.gateway_service_accounts);
         s.token_minters.extend(&self.token_minters);
+        s.operators.extend(&self.operator_principals);
+        s.kms_users.extend(&self.kms_users);
+        if let Some(p) = &self.infra_prefix {
+            s.infra_prefix = p.trim().to_string();
+        }
+        if let Some(n) = &self.audit_sink {
+            s.audit_sink = n.trim().to_string();
+        }
+        if let Some(n) = self.state_capacity {
+            s.state_capacity = n.max(16);
+        }
         if let Some(d) = &self.delivery {
             s.delivery.ack_wait = dur("delivery.ack_wait", &d.ack_wait, s.delivery.ack_wait)?;
             s.delivery.backoff = dur("delivery.backoff", &d.backoff, s.delivery.backoff)?;

@@ -3,12 +3,12 @@
 //! rides on the next alert after the window, or goes out as a summary when
 //! the window ends quietly ([`Suppressor::flush`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::alert::Alert;
+use crate::capped::Capped;
 
 #[derive(Debug)]
 struct Slot {
@@ -19,12 +19,27 @@ struct Slot {
     last: Option<Alert>,
 }
 
-#[derive(Debug, Default)]
+/// Fingerprints carry principals and resources an attacker picks: the slots
+/// are capped, oldest window first out (its folded count is lost, its
+/// first alert went out already).
+#[derive(Debug)]
 pub struct Suppressor {
-    slots: HashMap<String, Slot>,
+    slots: Capped<String, Slot>,
+}
+
+impl Default for Suppressor {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
 }
 
 impl Suppressor {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            slots: Capped::new(cap),
+        }
+    }
+
     /// Returns the alert to send now, or None when it was folded.
     pub fn admit(
         &mut self,

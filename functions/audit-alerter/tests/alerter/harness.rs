@@ -137,6 +137,13 @@ impl Harness {
         assert_eq!(r.status, StatusCode::NO_CONTENT);
     }
 
+    /// Not done yet: answered 503 (so Pub/Sub redelivers); returns why.
+    pub(crate) async fn nacked(&self, entry: &Value) -> String {
+        let e = self.entry(entry).await.expect_err("answered 503");
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
+        e.message().to_string()
+    }
+
     pub(crate) async fn notice(&self, n: &RotationNotice) {
         let r = call(&self.rotation, &n.to_message().data).await.unwrap();
         assert_eq!(r.status, StatusCode::NO_CONTENT);

@@ -47,20 +47,26 @@ async fn rotator_changes_inside_an_announced_rotation_do_not_alert() {
 #[tokio::test]
 async fn the_same_change_without_a_rotation_alerts() {
     let h = harness();
-    h.ok(&version_change(
+    let change = version_change(
         "r-add",
         sm::ADD_SECRET_VERSION,
         ROTATOR_SA,
         WEBHOOK_SECRET_ID,
         0,
-    ))
-    .await;
-    // Held briefly in case the notice is late; nothing yet.
+    );
+    // Held briefly in case the notice is late: nothing yet, and the entry
+    // is not acknowledged (a restart must not lose it).
+    assert!(h.nacked(&change).await.contains("held"));
     h.none();
     assert_eq!(h.alerter.held(), 1);
+    // Redelivered before the hold ends: still held.
+    h.clock.advance(TimeDelta::seconds(30));
+    assert!(h.nacked(&change).await.contains("held"));
+    h.none();
+    // Redelivered after: the alert goes out and the entry is acknowledged.
     h.clock.advance(TimeDelta::minutes(3));
-    let out = h.alerter.tick().await;
-    assert_eq!(out.len(), 1);
+    h.ok(&change).await;
+    assert_eq!(h.alerter.held(), 0);
     let a = h.only_alert();
     assert_eq!(a.rule, Rule::RotatorOutsideRotation);
     assert_eq!(a.severity, Severity::P1);
@@ -76,30 +82,34 @@ async fn the_same_change_without_a_rotation_alerts() {
         100,
     ))
     .await;
-    h.ok(&version_change(
+    // (Stamped after the clock: held from now.)
+    h.nacked(&version_change(
         "r-add-2",
         sm::ADD_SECRET_VERSION,
         ROTATOR_SA,
         "patchpanda-oidc-client-secret",
-        110,
+        400,
     ))
     .await;
+    // No redelivery yet: the tick releases it (and a later redelivery is a
+    // duplicate, acknowledged without paging again).
     h.clock.advance(TimeDelta::minutes(3));
-    h.alerter.tick().await;
+    let out = h.alerter.tick().await;
+    assert_eq!(out.len(), 1, "{out:#?}");
     assert_eq!(h.bus.rules(), vec![Rule::RotatorOutsideRotation]);
 }
 
 #[tokio::test]
 async fn a_late_notice_covers_a_held_change() {
     let h = harness();
-    h.ok(&version_change(
+    let change = version_change(
         "late-1",
         sm::DISABLE_SECRET_VERSION,
         ROTATOR_SA,
         WEBHOOK_SECRET_ID,
         0,
-    ))
-    .await;
+    );
+    h.nacked(&change).await;
     assert_eq!(h.alerter.held(), 1);
     // The worker's finish task announces what it disabled after doing it.
     h.notice(&notice(
@@ -111,6 +121,8 @@ async fn a_late_notice_covers_a_held_change() {
     ))
     .await;
     assert_eq!(h.alerter.held(), 0);
+    // The redelivered entry is now settled: acknowledged, no alert.
+    h.ok(&change).await;
     h.clock.advance(TimeDelta::minutes(5));
     h.alerter.tick().await;
     h.none();
@@ -177,8 +189,8 @@ async fn the_rotator_moving_the_primary_inside_a_key_rotation_is_expected() {
         json!({"cryptoKeyVersionId": "4"}),
     );
     later["timestamp"] = json!(ts(3600));
-    h.ok(&later).await;
+    h.nacked(&later).await;
     h.clock.advance(TimeDelta::minutes(5));
-    h.alerter.tick().await;
+    h.ok(&later).await;
     assert_eq!(h.only_alert().rule, Rule::RotatorOutsideRotation);
 }

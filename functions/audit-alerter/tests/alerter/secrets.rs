@@ -109,7 +109,8 @@ async fn version_changes_by_a_non_rotator_alert() {
     ))
     .await;
     assert!(h.only_alert().summary.contains("moved the version aliases"));
-    // Only annotations: not an alias change.
+    // Only annotations: not an alias change, but a planted grace or lease
+    // annotation changes what the gateway accepts (issue 11).
     h.bus.clear();
     h.ok(&sm_entry(
         "annot-1",
@@ -118,10 +119,18 @@ async fn version_changes_by_a_non_rotator_alert() {
         &name,
         "secretmanager.secrets.update",
         json!({}),
-        json!({"secret": {"name": name}, "updateMask": "annotations"}),
+        json!({"secret": {"name": name, "annotations": {"patchpanda-previous-valid-until": "2099-01-01T00:00:00Z"}}, "updateMask": "annotations"}),
     ))
     .await;
-    h.none();
+    let a = h.only_alert();
+    assert_eq!((a.rule, a.severity), (Rule::SecretUpdated, Severity::P1));
+    assert_eq!(a.details["updateMask"], "annotations");
+    assert!(
+        a.summary
+            .contains("updated annotations of patchpanda-webhook-secret"),
+        "{}",
+        a.summary
+    );
 }
 
 #[tokio::test]

@@ -177,12 +177,55 @@ async fn a_sink_that_fails_with_500_is_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
-async fn a_dead_sink_does_not_hold_the_ack() {
-    let (url, stub) = stub_server(&[500, 500, 500, 500, 500, 500]).await;
+async fn a_dead_sink_gets_the_entry_redelivered_without_repaging_the_others() {
+    let (url, stub) = stub_server(&[500, 500, 500]).await;
     let mut s = test_settings(&[(settings::ENV_WEBHOOK_URL, &format!("{url}/hook"))]);
     s.delivery.attempts = 3;
     let h = harness_with(s);
-    h.ok(&access("dead-1", HUMAN, WEBHOOK_SECRET_ID)).await;
+    let e = access("dead-1", HUMAN, WEBHOOK_SECRET_ID);
+    let why = h.nacked(&e).await;
+    assert!(why.contains("webhook"), "{why}");
     assert_eq!(stub.bodies().len(), 3, "bounded attempts");
-    assert_eq!(h.bus.alerts().len(), 1, "pubsub still got it");
+    assert_eq!(h.bus.alerts().len(), 1, "pubsub got it");
+    // Pub/Sub redelivers: the webhook now answers, pubsub is not paged twice.
+    h.ok(&e).await;
+    assert_eq!(stub.bodies().len(), 4);
+    assert_eq!(h.bus.alerts().len(), 1, "not re-paged");
+    // Once done, a redelivery is a duplicate.
+    h.ok(&e).await;
+    assert_eq!(stub.bodies().len(), 4);
+}
+
+#[tokio::test]
+async fn a_sink_refusing_with_4xx_is_reported_once_and_does_not_block() {
+    let (url, stub) = stub_server(&[404, 404, 404]).await;
+    let h = harness_with(test_settings(&[(
+        settings::ENV_SLACK_URL,
+        &format!("{url}/services/revoked"),
+    )]));
+    h.ok(&access("broken-1", HUMAN, WEBHOOK_SECRET_ID)).await;
+    assert_eq!(stub.bodies().len(), 1, "a 4xx is not retried");
+    h.ok(&access("broken-2", "eve@example.com", WEBHOOK_SECRET_ID))
+        .await;
+    // The next tick reports it on the other sinks, once.
+    h.alerter.tick().await;
+    h.alerter.tick().await;
+    let rules = h.bus.rules();
+    assert_eq!(
+        rules.iter().filter(|r| **r == Rule::SinkBroken).count(),
+        1,
+        "{rules:?}"
+    );
+    let broken = h
+        .bus
+        .alerts()
+        .into_iter()
+        .find(|a| a.rule == Rule::SinkBroken)
+        .unwrap();
+    assert_eq!(broken.resource, "slack");
+    assert!(
+        !broken.summary.contains("revoked"),
+        "never the URL: {}",
+        broken.summary
+    );
 }
