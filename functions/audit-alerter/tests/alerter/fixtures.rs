@@ -197,3 +197,43 @@ pub(crate) fn notice(
     n.time = t0() + TimeDelta::seconds(at);
     n
 }
+
+/// Any audit entry, in the documented shape.
+pub(crate) fn audit_entry(
+    insert_id: &str,
+    service: &str,
+    method: &str,
+    auth: Value,
+    resource: &str,
+    request: Value,
+) -> Value {
+    json!({
+        "insertId": insert_id,
+        "logName": log_name("activity"),
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": service,
+            "methodName": method,
+            "resourceName": resource,
+            "authenticationInfo": auth,
+            "authorizationInfo": [{"resource": resource, "permission": "x.y.z", "granted": true}],
+            "requestMetadata": {"callerIp": "198.51.100.7", "callerSuppliedUserAgent": "google-cloud-sdk gcloud/548.0.0"},
+            "request": request,
+            "status": {},
+        },
+        "resource": {"type": "audited_resource", "labels": {"project_id": PROJECT, "service": service, "method": method}},
+        "severity": "NOTICE",
+        "timestamp": ts(0),
+        "receiveTimestamp": ts(1),
+    })
+}
+
+/// `principalEmail` plus a ServiceAccountDelegationInfo chain of first
+/// parties (AuthenticationInfo in the AuditLog proto).
+pub(crate) fn delegated(principal: &str, first_parties: &[&str]) -> Value {
+    let chain: Vec<Value> = first_parties
+        .iter()
+        .map(|p| json!({"firstPartyPrincipal": {"principalEmail": p}}))
+        .collect();
+    json!({"principalEmail": principal, "serviceAccountDelegationInfo": chain})
+}

@@ -7,13 +7,21 @@
 mod fixtures;
 mod harness;
 
+mod bounded;
+mod durability;
 mod iam;
+mod identity;
 mod input;
 mod kms;
+mod notices;
 mod rotations;
+mod safety;
 mod secrets;
+mod signatures;
 mod sinks;
 mod spikes;
+mod tampering;
+mod tick;
 mod wiring;
 
 /// What every topic module uses.

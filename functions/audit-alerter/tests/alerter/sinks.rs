@@ -64,8 +64,8 @@ async fn slack_gets_block_kit() {
         "P0 Secret read by an unexpected principal"
     );
     let fields = blocks[2]["fields"].as_array().unwrap();
-    assert_eq!(fields[0]["text"], "*Principal:*\nmallory@example.com");
-    assert!(fields.iter().any(|f| f["text"] == "*insertId:*\nslack-1"));
+    assert_eq!(fields[0]["text"], "*Principal:*\n`mallory@example.com`");
+    assert!(fields.iter().any(|f| f["text"] == "*insertId:*\n`slack-1`"));
     let actions = blocks.iter().find(|b| b["type"] == "actions").unwrap();
     assert!(
         actions["elements"][0]["url"]
