@@ -25,6 +25,9 @@ pub struct Queued {
 pub struct Pending {
     pub alerts: Vec<Queued>,
     pub holds: Vec<Hold>,
+    /// A request is sending these alerts right now: another (a redelivery
+    /// racing it, or a tick) must not send them too and page twice.
+    pub sending: bool,
 }
 
 impl Pending {
@@ -38,6 +41,7 @@ impl Pending {
                 })
                 .collect(),
             holds,
+            sending: false,
         }
     }
 }

@@ -289,15 +289,23 @@ impl Alerter {
             let Some(p) = state.outbox.get_mut(key) else {
                 return Outcome::Duplicate;
             };
-            p.alerts
+            if p.sending {
+                return Outcome::Pending("its alerts are being sent by another request".into());
+            }
+            let batch: Vec<_> = p
+                .alerts
                 .iter()
                 .filter(|q| !self.delivery.complete(q.delivered))
                 .map(|q| (q.alert.clone(), q.delivered))
-                .collect()
+                .collect();
+            p.sending = !batch.is_empty();
+            batch
         };
         let round = if batch.is_empty() {
             Default::default()
         } else {
+            // Cleared however this ends, a dropped request included.
+            let _sending = Sending { alerter: self, key };
             self.delivery.send(&batch).await
         };
         let now = self.clock.now();
@@ -449,6 +457,20 @@ impl Alerter {
                 alerter.tick().await;
             }
         })
+    }
+}
+
+/// Clears a pending entry's `sending` flag when its send ends or is dropped.
+struct Sending<'a> {
+    alerter: &'a Alerter,
+    key: &'a str,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.alerter.state().outbox.get_mut(self.key) {
+            p.sending = false;
+        }
     }
 }
 

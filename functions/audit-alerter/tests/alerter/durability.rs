@@ -88,3 +88,37 @@ async fn alerts_raised_by_a_tick_wait_for_the_sink_too() {
     h.alerter.tick().await;
     assert_eq!(slack.lock().unwrap().len(), 1, "once");
 }
+
+#[tokio::test]
+async fn a_redelivery_racing_the_first_delivery_does_not_page_twice() {
+    let got: Arc<Mutex<usize>> = Arc::default();
+    let count = got.clone();
+    let app = Router::new().route(
+        "/{*path}",
+        post(move || {
+            let count = count.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                *count.lock().unwrap() += 1;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    let h = harness_with(with_slack(addr));
+    let e = access("race-1", HUMAN, WEBHOOK_SECRET_ID);
+    let (a, b) = tokio::join!(h.entry(&e), h.entry(&e));
+    let statuses = [a.is_ok(), b.is_ok()];
+    assert!(
+        statuses.contains(&true),
+        "one of them delivered: {a:?} {b:?}"
+    );
+    assert_eq!(*got.lock().unwrap(), 1, "Slack paged once");
+    h.ok(&e).await;
+    assert_eq!(*got.lock().unwrap(), 1);
+    assert_eq!(h.bus.alerts().len(), 1);
+}
