@@ -148,7 +148,12 @@ impl Settings {
             rotators: PrincipalSet::new(&config.rotator_principals),
             gateway_accounts,
             token_minters: PrincipalSet::default(),
-            operators: PrincipalSet::default(),
+            // Locally the CLI acts as the default operator.
+            operators: if config.is_local() {
+                PrincipalSet::new([names::PRINCIPAL_OPERATOR_DEFAULT])
+            } else {
+                PrincipalSet::default()
+            },
             kms_users: PrincipalSet::new([SECRET_MANAGER_AGENT_DOMAIN]),
             infra_prefix: names::DEFAULT_SECRET_PREFIX.to_string(),
             audit_sink: names::TOPIC_AUDIT_LOGS.to_string(),
