@@ -16,7 +16,6 @@ pub struct Capped<K, V> {
     order: VecDeque<(K, u64)>,
     next: u64,
     cap: usize,
-    evicted: u64,
 }
 
 impl<K: Eq + Hash + Clone, V> Capped<K, V> {
@@ -26,25 +25,11 @@ impl<K: Eq + Hash + Clone, V> Capped<K, V> {
             order: VecDeque::new(),
             next: 0,
             cap: cap.max(1),
-            evicted: 0,
         }
-    }
-
-    pub fn cap(&self) -> usize {
-        self.cap
     }
 
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// How many entries were pushed out by the cap so far.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
     }
 
     pub fn get<Q>(&self, k: &Q) -> Option<&V>
@@ -136,7 +121,6 @@ impl<K: Eq + Hash + Clone, V> Capped<K, V> {
     fn pop_oldest(&mut self) -> Option<(K, V)> {
         while let Some((k, g)) = self.order.pop_front() {
             if self.map.get(&k).is_some_and(|(mg, _)| *mg == g) {
-                self.evicted += 1;
                 return self.map.remove(&k).map(|(_, v)| (k, v));
             }
         }
@@ -175,7 +159,6 @@ mod tests {
             m.insert(i + 50_000, i);
         }
         assert_eq!(m.len(), 3);
-        assert!(m.evicted() >= 10_000 - 3);
         assert_eq!(m.keys_oldest_first(), vec![59_997, 59_998, 59_999]);
     }
 }

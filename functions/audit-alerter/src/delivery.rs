@@ -59,6 +59,7 @@ impl Delivery {
     }
 
     /// The sinks currently known to be broken.
+    #[cfg(test)]
     pub fn broken(&self) -> Vec<&'static str> {
         self.sinks
             .iter()

@@ -135,18 +135,6 @@ impl Identity {
         Self { caller, chain }
     }
 
-    /// A caller with no chain (notices, tests).
-    pub fn named(principal: &str) -> Self {
-        let n = normalize_principal(principal);
-        Self {
-            caller: Party {
-                name: n.clone(),
-                names: vec![n],
-            },
-            chain: Vec::new(),
-        }
-    }
-
     /// The caller's normalized name.
     pub fn principal(&self) -> &str {
         &self.caller.name
@@ -171,11 +159,6 @@ impl Identity {
     /// Whether the caller and its whole chain are in `set`.
     pub fn allowed(&self, set: &PrincipalSet) -> bool {
         self.first_outsider(set).is_none()
-    }
-
-    /// Whether the caller goes by `name` (normalized).
-    pub fn is(&self, name: &str) -> bool {
-        self.caller.names.iter().any(|n| n == name)
     }
 
     /// `a (acting as b)` when a chain is involved, for summaries.

@@ -8,20 +8,20 @@
 
 pub mod alert;
 mod app;
-pub mod capped;
+pub(crate) mod capped;
 pub mod clock;
-pub mod dedup;
-pub mod delivery;
-pub mod entry;
+pub(crate) mod dedup;
+pub(crate) mod delivery;
+pub(crate) mod entry;
 pub mod handlers;
-pub mod identity;
-pub mod outbox;
-pub mod rotations;
-pub mod rules;
+pub(crate) mod identity;
+pub(crate) mod outbox;
+pub(crate) mod rotations;
+pub(crate) mod rules;
 mod service;
 pub mod settings;
 pub mod sinks;
-pub mod suppress;
+pub(crate) mod suppress;
 
 use std::time::Duration;
 

@@ -99,10 +99,6 @@ impl Outbox {
         self.pending.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     pub fn holds(&self) -> usize {
         self.pending.iter().map(|(_, p)| p.holds.len()).sum()
     }

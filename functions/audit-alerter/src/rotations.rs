@@ -68,10 +68,6 @@ impl Rotations {
         self.windows.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
-    }
-
     /// An operator announced a change to `key` until `notice.until` (at
     /// most `rotation_max` after the notice, so an announcement cannot
     /// cover forever).

@@ -28,8 +28,6 @@ use crate::identity::{Identity, normalize_principal};
 use crate::rotations::Rotations;
 use crate::settings::Settings;
 
-pub use spikes::SpikeCounter;
-
 /// One audit entry and what every rule asks of it.
 pub(crate) struct Ctx<'a> {
     pub settings: &'a Settings,

@@ -27,8 +27,13 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
                 Rule::SecretReadUnexpected,
                 &resource,
                 format!(
-                    "{who} read the value of secret {} (version {version}); {outsider} is not an allowed reader. If nobody can vouch for it, rotate it now: patchpanda rotate {logical} --emergency",
-                    secret.id
+                    "{who} read the value of secret {} (version {version}){}. If nobody can vouch for it, rotate it now: patchpanda rotate {logical} --emergency",
+                    secret.id,
+                    if ctx.identity.chain.is_empty() {
+                        " and is not an allowed reader".to_string()
+                    } else {
+                        format!("; {outsider} is not an allowed reader")
+                    }
                 ),
             );
             alert.principal = outsider.to_string();
