@@ -52,8 +52,9 @@ impl Alerter {
     }
 
     /// `POST /tasks/tick` (contract 5): everything time-driven, then every
-    /// pending alert sent again. 200 with a report; 503 when alerts the
-    /// tick raised are still undelivered (the next tick retries them).
+    /// pending alert sent again. Always 200 with a report: what is still
+    /// pending waits in the outbox for the next tick (a 503 would only make
+    /// Cloud Scheduler retry what the next minute's tick does anyway).
     pub async fn on_tick(&self, job: SchedulerJob) -> Result<Reply, HandlerError> {
         let TickRequest {} = job.json()?;
         let (_, report) = self.tick_report().await;

@@ -602,6 +602,38 @@ enabled = false
     }
 
     #[test]
+    fn operators_kms_users_and_infra_names_read_from_the_environment() {
+        let gcp = Config::from_env(
+            &Env::from_pairs([("PATCHPANDA_BACKEND", "gcp"), ("GOOGLE_CLOUD_PROJECT", "p")]),
+            names::PRINCIPAL_AUDIT_ALERTER,
+        );
+        let defaults = Settings::from_env(&local(), &Env::default()).unwrap();
+        assert!(
+            defaults
+                .operators
+                .contains(names::PRINCIPAL_OPERATOR_DEFAULT)
+        );
+        assert!(
+            defaults
+                .kms_users
+                .contains("service-123@gcp-sa-secretmanager.iam.gserviceaccount.com")
+        );
+        assert_eq!(defaults.infra_prefix, "patchpanda-");
+        assert_eq!(defaults.audit_sink, "patchpanda-audit-logs");
+        let env = Env::from_pairs([
+            (ENV_OPERATOR_PRINCIPALS, "user:Alice@example.com"),
+            (ENV_KMS_USERS, "backup@p.iam.gserviceaccount.com"),
+            (ENV_INFRA_PREFIX, "pp-"),
+        ]);
+        let s = Settings::from_env(&local(), &env).unwrap();
+        assert!(s.operators.contains("alice@example.com"));
+        assert!(s.kms_users.contains("backup@p.iam.gserviceaccount.com"));
+        assert_eq!(s.infra_prefix, "pp-");
+        let s = Settings::from_env(&gcp.unwrap(), &Env::default()).unwrap();
+        assert!(s.operators.is_empty(), "no operator by default on gcp");
+    }
+
+    #[test]
     fn bad_settings_name_the_variable() {
         let dir = tempfile::tempdir().unwrap();
         let bad = [
