@@ -87,10 +87,35 @@ pub enum Rule {
     SignatureFailureSpike,
     /// No Data Access entries for the secrets: the detections above are blind.
     DataAccessSilent,
+    /// UpdateSecret (annotations, labels, rotation, topics...) by a
+    /// non-rotator: a planted grace or lease annotation changes what the
+    /// gateway accepts.
+    SecretUpdated,
+    /// The project's audit config changed for Secret Manager, KMS or IAM
+    /// (Data Access logging off, or a principal exempted).
+    AuditConfigChanged,
+    /// The audit-log sink was changed or deleted.
+    AuditSinkChanged,
+    /// One of the gateway's Pub/Sub subscriptions or topics was changed.
+    PubsubChanged,
+    /// One of the gateway's Cloud Run services was changed.
+    RunServiceChanged,
+    /// Key material imported into, or settings changed on, the gateway's key.
+    KmsKeyChanged,
+    /// The gateway's key used to encrypt or decrypt by someone else.
+    KmsKeyUsed,
+    /// A rotation failed (a failed emergency rotation is P1).
+    RotationFailed,
+    /// A rotation was rolled back.
+    RotationRolledBack,
+    /// A credential is due for rotation (past its age).
+    RotationDue,
+    /// An alert sink refused alerts permanently (4xx): fix its settings.
+    SinkBroken,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 27] = [
         Rule::SecretReadUnexpected,
         Rule::PermissionDenied,
         Rule::SecretVersionChanged,
@@ -107,6 +132,17 @@ impl Rule {
         Rule::SecretReadSpike,
         Rule::SignatureFailureSpike,
         Rule::DataAccessSilent,
+        Rule::SecretUpdated,
+        Rule::AuditConfigChanged,
+        Rule::AuditSinkChanged,
+        Rule::PubsubChanged,
+        Rule::RunServiceChanged,
+        Rule::KmsKeyChanged,
+        Rule::KmsKeyUsed,
+        Rule::RotationFailed,
+        Rule::RotationRolledBack,
+        Rule::RotationDue,
+        Rule::SinkBroken,
     ];
 
     pub fn id(&self) -> &'static str {
@@ -127,6 +163,17 @@ impl Rule {
             Rule::SecretReadSpike => "secret-read-spike",
             Rule::SignatureFailureSpike => "signature-failure-spike",
             Rule::DataAccessSilent => "data-access-silent",
+            Rule::SecretUpdated => "secret-updated",
+            Rule::AuditConfigChanged => "audit-config-changed",
+            Rule::AuditSinkChanged => "audit-sink-changed",
+            Rule::PubsubChanged => "pubsub-changed",
+            Rule::RunServiceChanged => "run-service-changed",
+            Rule::KmsKeyChanged => "kms-key-changed",
+            Rule::KmsKeyUsed => "kms-key-used",
+            Rule::RotationFailed => "rotation-failed",
+            Rule::RotationRolledBack => "rotation-rolled-back",
+            Rule::RotationDue => "rotation-due",
+            Rule::SinkBroken => "sink-broken",
         }
     }
 
@@ -138,7 +185,9 @@ impl Rule {
             Rule::SecretReadUnexpected
             | Rule::SecretDeleted
             | Rule::KmsVersionDestroyed
-            | Rule::SaKeyCreated => Severity::P0,
+            | Rule::SaKeyCreated
+            | Rule::AuditConfigChanged
+            | Rule::AuditSinkChanged => Severity::P0,
             Rule::SecretVersionChanged
             | Rule::RotatorOutsideRotation
             | Rule::IamPolicyChanged
@@ -146,11 +195,20 @@ impl Rule {
             | Rule::KmsPrimaryChanged
             | Rule::SaKeyUsed
             | Rule::TokenMinted
-            | Rule::DataAccessSilent => Severity::P1,
+            | Rule::DataAccessSilent
+            | Rule::SecretUpdated
+            | Rule::PubsubChanged
+            | Rule::RunServiceChanged
+            | Rule::KmsKeyChanged
+            | Rule::KmsKeyUsed
+            | Rule::SinkBroken => Severity::P1,
             Rule::PermissionDenied
             | Rule::SaKeyDeleted
             | Rule::SecretReadSpike
-            | Rule::SignatureFailureSpike => Severity::P2,
+            | Rule::SignatureFailureSpike
+            | Rule::RotationFailed
+            | Rule::RotationRolledBack => Severity::P2,
+            Rule::RotationDue => Severity::P3,
         }
     }
 
@@ -173,6 +231,17 @@ impl Rule {
             Rule::SecretReadSpike => "Spike in reads of a secret",
             Rule::SignatureFailureSpike => "Spike in webhook signature failures",
             Rule::DataAccessSilent => "Data Access audit logging looks off",
+            Rule::SecretUpdated => "Secret settings changed by a non-rotator",
+            Rule::AuditConfigChanged => "Audit logging config changed",
+            Rule::AuditSinkChanged => "Audit-log sink changed",
+            Rule::PubsubChanged => "Gateway Pub/Sub subscription or topic changed",
+            Rule::RunServiceChanged => "Gateway Cloud Run service changed",
+            Rule::KmsKeyChanged => "KMS key imported into or changed",
+            Rule::KmsKeyUsed => "KMS key used by an unexpected principal",
+            Rule::RotationFailed => "Rotation failed",
+            Rule::RotationRolledBack => "Rotation rolled back",
+            Rule::RotationDue => "Credential due for rotation",
+            Rule::SinkBroken => "An alert sink refuses alerts",
         }
     }
 }

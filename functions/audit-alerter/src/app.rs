@@ -1,5 +1,5 @@
-//! Wiring for Cloud Run and the local stack: settings, backends, sinks,
-//! the two push routes, readiness, and the background ticker.
+//! Production wiring for Cloud Run and the local stack: settings, backends,
+//! sinks, the routes, readiness, and the background ticker.
 
 use std::sync::Arc;
 
@@ -9,28 +9,39 @@ use patchpanda_shared::config::{Config, Env};
 use patchpanda_shared::runtime::server::{App, BoxError, ReadyCheck};
 
 use crate::settings::Settings;
-use crate::{Alerter, SystemClock, TICK_EVERY, handlers};
-
-/// The service name when K_SERVICE is not set.
-pub const SERVICE: &str = "audit-alerter";
+use crate::{
+    Alerter, ROUTE_AUDIT_LOG, ROUTE_ROTATION, ROUTE_TICK, SERVICE, SystemClock, TICK_EVERY,
+    handlers,
+};
 
 /// Reads the settings, opens the backends and builds the routes.
 pub async fn app(config: Config, env: Env) -> Result<App, BoxError> {
     let settings = Settings::from_env(&config, &env)?;
     let backends = Backends::open(&config).await?;
-    let alerter = Alerter::with_bus(settings, Arc::clone(&backends.bus), Arc::new(SystemClock))?;
+    let alerter = Arc::new(Alerter::with_bus(
+        settings,
+        Arc::clone(&backends.bus),
+        Arc::new(SystemClock),
+    )?);
     describe(&alerter);
-    app_with(&config, alerter, backends.bus)
+    alerter.spawn_ticker(TICK_EVERY);
+    Ok(alerter.app(&config, backends.bus)?)
 }
 
-/// The routes around an existing alerter (the local stack builds its own).
-pub fn app_with(config: &Config, alerter: Alerter, bus: Arc<dyn Bus>) -> Result<App, BoxError> {
-    alerter.spawn_ticker(TICK_EVERY);
-    Ok(App::builder(SERVICE, config)
-        .push("/events/audit-log", handlers::audit_log(alerter.clone()))
-        .push("/events/rotation", handlers::rotation(alerter))
-        .ready(Arc::new(BusReady(bus)))
-        .build()?)
+impl Alerter {
+    /// The routes around this alerter; `bus` answers readiness.
+    pub fn app(
+        self: &Arc<Self>,
+        config: &Config,
+        bus: Arc<dyn Bus>,
+    ) -> Result<App, patchpanda_shared::Error> {
+        App::builder(SERVICE, config)
+            .push(ROUTE_AUDIT_LOG, handlers::audit_log(Arc::clone(self)))
+            .push(ROUTE_ROTATION, handlers::rotation(Arc::clone(self)))
+            .scheduler(ROUTE_TICK, handlers::tick(Arc::clone(self)))
+            .ready(Arc::new(BusReady(bus)))
+            .build()
+    }
 }
 
 /// One line at start saying what is watched and where alerts go; it names

@@ -34,12 +34,13 @@ impl Dedup {
         true
     }
 
-    pub fn len(&self) -> usize {
-        self.order.len()
+    pub fn contains(&self, key: &str) -> bool {
+        self.seen.contains(key)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.order.len()
     }
 }
 

@@ -1,24 +1,55 @@
-//! Getting alerts out: the log inline, then every sink concurrently, each
-//! with bounded retries and exponential backoff (honouring Retry-After).
-//! The caller waits at most `ack_wait`; slower deliveries carry on in the
-//! background, so one failing sink never holds up the others or the ack.
+//! Getting alerts out. Every alert goes to the log first (see
+//! [`crate::sinks::log`]), then to every sink concurrently, each with a few
+//! quick retries (exponential backoff, honouring Retry-After) inside one
+//! push's budget (`ack_wait`). What is still undelivered then stays in the
+//! outbox and its push is answered 503, so Pub/Sub redelivers it with its
+//! own backoff; nothing depends on a background task surviving.
+//!
+//! Sinks are told apart: a sink that refuses an alert with a 4xx other than
+//! 408/429 is broken (a revoked Slack hook, a wrong routing key). It is
+//! reported once, loudly, and from then on it does not hold up the others:
+//! an alert counts as delivered once every sink that is not broken took it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use crate::alert::Alert;
 use crate::settings::DeliverySettings;
-use crate::sinks::{Sink, SinkError, log};
+use crate::sinks::{Sink, SinkError};
 
-#[derive(Clone)]
+/// Which sinks took an alert: bit `i` for sink `i`.
+pub type Mask = u64;
+
 pub struct Delivery {
-    sinks: Arc<Vec<Arc<dyn Sink>>>,
+    sinks: Vec<Arc<dyn Sink>>,
+    broken: Vec<AtomicBool>,
     settings: DeliverySettings,
+}
+
+/// What one round of sending did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// The new mask of each alert of the batch, in order.
+    pub masks: Vec<Mask>,
+    /// Sinks that broke in this round: (name, what they answered).
+    pub newly_broken: Vec<(&'static str, String)>,
+}
+
+enum Sent {
+    Ok,
+    Failed,
+    Refused(String),
 }
 
 impl Delivery {
     pub fn new(sinks: Vec<Arc<dyn Sink>>, settings: DeliverySettings) -> Self {
+        let sinks: Vec<_> = sinks.into_iter().take(Mask::BITS as usize).collect();
         Self {
-            sinks: Arc::new(sinks),
+            broken: sinks.iter().map(|_| AtomicBool::new(false)).collect(),
+            sinks,
             settings,
         }
     }
@@ -27,40 +58,109 @@ impl Delivery {
         self.sinks.iter().map(|s| s.name()).collect()
     }
 
-    /// Logs each alert, then sends it everywhere. Returns when all sends
-    /// are done or `ack_wait` has passed, whichever is first.
-    pub async fn deliver(&self, alerts: Vec<Alert>) {
-        if alerts.is_empty() {
-            return;
-        }
-        let mut tasks = Vec::with_capacity(alerts.len() * self.sinks.len());
-        for alert in alerts {
-            log::record(&alert);
-            let alert = Arc::new(alert);
-            for sink in self.sinks.iter() {
-                let (sink, alert, settings) =
-                    (Arc::clone(sink), Arc::clone(&alert), self.settings.clone());
-                tasks.push(tokio::spawn(async move {
-                    send_with_retry(sink.as_ref(), &alert, &settings).await
-                }));
+    /// The sinks currently known to be broken.
+    #[cfg(test)]
+    pub fn broken(&self) -> Vec<&'static str> {
+        self.sinks
+            .iter()
+            .zip(&self.broken)
+            .filter(|(_, b)| b.load(Ordering::Relaxed))
+            .map(|(s, _)| s.name())
+            .collect()
+    }
+
+    /// Whether an alert with `mask` needs nothing more: every sink took it
+    /// or is broken.
+    pub fn complete(&self, mask: Mask) -> bool {
+        self.broken
+            .iter()
+            .enumerate()
+            .all(|(i, b)| mask & (1 << i) != 0 || b.load(Ordering::Relaxed))
+    }
+
+    /// The names of the sinks an alert with `mask` still waits for.
+    pub fn missing(&self, mask: Mask) -> Vec<&'static str> {
+        self.sinks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) == 0 && !self.broken[*i].load(Ordering::Relaxed))
+            .map(|(_, s)| s.name())
+            .collect()
+    }
+
+    /// Sends each alert to every sink its mask lacks, until all are done or
+    /// `ack_wait` has passed; unfinished sends are dropped (their alerts
+    /// stay undelivered and are sent again later).
+    pub async fn send(&self, batch: &[(Alert, Mask)]) -> Round {
+        let mut round = Round {
+            masks: batch.iter().map(|(_, m)| *m).collect(),
+            newly_broken: Vec::new(),
+        };
+        let mut sends = FuturesUnordered::new();
+        for (ai, (alert, mask)) in batch.iter().enumerate() {
+            for (si, sink) in self.sinks.iter().enumerate() {
+                if mask & (1 << si) != 0 {
+                    continue;
+                }
+                // A broken sink still gets one try (it may be fixed), but
+                // no retries and no waiting on it.
+                let attempts = if self.broken[si].load(Ordering::Relaxed) {
+                    1
+                } else {
+                    self.settings.attempts
+                };
+                sends.push(async move {
+                    (
+                        ai,
+                        si,
+                        send_with_retry(sink.as_ref(), alert, &self.settings, attempts).await,
+                    )
+                });
             }
         }
-        let all = futures::future::join_all(tasks);
-        if tokio::time::timeout(self.settings.ack_wait, all)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                wait = %humantime::format_duration(self.settings.ack_wait),
-                "some alert sinks are slow; acknowledging now, their retries go on in the background"
-            );
+        let deadline = tokio::time::sleep(self.settings.ack_wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = sends.next() => {
+                    let Some((ai, si, sent)) = next else { break };
+                    match sent {
+                        Sent::Ok => {
+                            round.masks[ai] |= 1 << si;
+                            if self.broken[si].swap(false, Ordering::Relaxed) {
+                                tracing::warn!(sink = self.sinks[si].name(), "alert sink accepts alerts again");
+                            }
+                        }
+                        Sent::Refused(message) => {
+                            if !self.broken[si].swap(true, Ordering::Relaxed) {
+                                round.newly_broken.push((self.sinks[si].name(), message));
+                            }
+                        }
+                        Sent::Failed => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    tracing::warn!(
+                        wait = %humantime::format_duration(self.settings.ack_wait),
+                        unfinished = sends.len(),
+                        "some alert sinks are slow; their alerts stay queued and are sent again"
+                    );
+                    break;
+                }
+            }
         }
+        round
     }
 }
 
-/// One alert to one sink; true when it got there.
-pub async fn send_with_retry(sink: &dyn Sink, alert: &Alert, settings: &DeliverySettings) -> bool {
-    let attempts = settings.attempts.max(1);
+/// One alert to one sink, up to `attempts` times.
+async fn send_with_retry(
+    sink: &dyn Sink,
+    alert: &Alert,
+    settings: &DeliverySettings,
+    attempts: u32,
+) -> Sent {
+    let attempts = attempts.max(1);
     let mut backoff = settings.backoff;
     for attempt in 1..=attempts {
         match sink.send(alert).await {
@@ -68,19 +168,19 @@ pub async fn send_with_retry(sink: &dyn Sink, alert: &Alert, settings: &Delivery
                 if attempt > 1 {
                     tracing::info!(sink = sink.name(), alert.id = %alert.id, attempt, "alert delivered after retrying");
                 }
-                return true;
+                return Sent::Ok;
             }
             Err(SinkError::Permanent(message)) => {
-                tracing::error!(sink = sink.name(), alert.id = %alert.id, error = %message, "alert sink refused the alert; not retrying");
-                return false;
+                tracing::error!(sink = sink.name(), alert.id = %alert.id, error = %message, "alert sink refused the alert; treating the sink as broken until it accepts one again");
+                return Sent::Refused(message);
             }
             Err(SinkError::Retryable {
                 message,
                 retry_after,
             }) => {
                 if attempt == attempts {
-                    tracing::error!(sink = sink.name(), alert.id = %alert.id, attempts, error = %message, "alert sink failed; giving up (the alert is in the log)");
-                    return false;
+                    tracing::warn!(sink = sink.name(), alert.id = %alert.id, attempts, error = %message, "alert sink failed; the alert stays queued");
+                    return Sent::Failed;
                 }
                 let wait = retry_after.unwrap_or(backoff).min(settings.backoff_max);
                 tracing::warn!(sink = sink.name(), alert.id = %alert.id, attempt, error = %message, retry_in = %humantime::format_duration(wait), "alert sink failed; retrying");
@@ -89,13 +189,13 @@ pub async fn send_with_retry(sink: &dyn Sink, alert: &Alert, settings: &Delivery
             }
         }
     }
-    false
+    Sent::Failed
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
     use async_trait::async_trait;
@@ -160,39 +260,66 @@ mod tests {
         }
     }
 
-    fn flaky(fail_first: u32, permanent: bool) -> Flaky {
-        Flaky {
+    fn flaky(fail_first: u32, permanent: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
             fail_first,
             calls: AtomicU32::new(0),
             permanent,
             got: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     #[tokio::test]
     async fn retries_until_success_within_the_bound() {
         let s = flaky(2, false);
-        assert!(send_with_retry(&s, &alert(), &settings(3)).await);
+        assert!(matches!(
+            send_with_retry(s.as_ref(), &alert(), &settings(3), 3).await,
+            Sent::Ok
+        ));
         assert_eq!(s.calls.load(Ordering::SeqCst), 3);
         let s = flaky(5, false);
-        assert!(!send_with_retry(&s, &alert(), &settings(3)).await);
+        assert!(matches!(
+            send_with_retry(s.as_ref(), &alert(), &settings(3), 3).await,
+            Sent::Failed
+        ));
         assert_eq!(s.calls.load(Ordering::SeqCst), 3, "bounded");
     }
 
     #[tokio::test]
-    async fn permanent_failures_are_not_retried() {
-        let s = flaky(1, true);
-        assert!(!send_with_retry(&s, &alert(), &settings(4)).await);
-        assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+    async fn a_dead_sink_leaves_the_alert_incomplete_and_a_good_one_marked() {
+        let dead = flaky(100, false);
+        let good = flaky(0, false);
+        let d = Delivery::new(vec![dead.clone(), good.clone()], settings(2));
+        let round = d.send(&[(alert(), 0)]).await;
+        assert_eq!(good.got.lock().unwrap().as_slice(), ["a1"]);
+        assert_eq!(dead.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(round.masks, vec![0b10]);
+        assert!(!d.complete(round.masks[0]));
+        assert_eq!(d.missing(round.masks[0]), vec!["flaky"]);
+        // Sent again, only the sink that lacks it is called.
+        let round = d.send(&[(alert(), 0b10)]).await;
+        assert_eq!(good.got.lock().unwrap().len(), 1, "not paged twice");
+        assert_eq!(round.masks, vec![0b10]);
     }
 
     #[tokio::test]
-    async fn one_dead_sink_does_not_stop_another() {
-        let dead = Arc::new(flaky(100, false));
-        let good = Arc::new(flaky(0, false));
-        let d = Delivery::new(vec![dead.clone(), good.clone()], settings(2));
-        d.deliver(vec![alert()]).await;
-        assert_eq!(good.got.lock().unwrap().as_slice(), ["a1"]);
-        assert_eq!(dead.calls.load(Ordering::SeqCst), 2);
+    async fn a_refusing_sink_is_broken_once_and_stops_blocking() {
+        let refusing = flaky(1, true);
+        let good = flaky(0, false);
+        let d = Delivery::new(vec![refusing.clone(), good.clone()], settings(4));
+        let round = d.send(&[(alert(), 0)]).await;
+        assert_eq!(
+            refusing.calls.load(Ordering::SeqCst),
+            1,
+            "a 4xx is not retried"
+        );
+        assert_eq!(round.newly_broken.len(), 1);
+        assert!(d.complete(round.masks[0]), "the broken sink does not block");
+        assert_eq!(d.broken(), vec!["flaky"]);
+        // Fixed: it takes the next one and is no longer broken.
+        let round = d.send(&[(alert(), 0b10)]).await;
+        assert!(round.newly_broken.is_empty());
+        assert_eq!(round.masks, vec![0b11]);
+        assert!(d.broken().is_empty());
     }
 }

@@ -123,28 +123,6 @@ pub fn entry_time(entry: &LogEntry, now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
-/// Who made the call, normalized: principalEmail, principalSubject, then the
-/// first party of the delegation chain; `unknown` when the entry names no one.
-pub fn principal_of(entry: &LogEntry) -> String {
-    if let Some(p) = entry.principal() {
-        return normalize_principal(p);
-    }
-    let delegated = entry
-        .proto_payload
-        .as_ref()
-        .and_then(|p| p.authentication_info.as_ref())
-        .and_then(|a| a.service_account_delegation_info.as_ref())
-        .and_then(Value::as_array)
-        .and_then(|chain| {
-            chain.iter().find_map(|hop| {
-                hop.pointer("/firstPartyPrincipal/principalEmail")
-                    .or_else(|| hop.pointer("/thirdPartyPrincipal/thirdPartyClaims/sub"))
-                    .and_then(Value::as_str)
-            })
-        });
-    delegated.map_or_else(|| "unknown".to_string(), normalize_principal)
-}
-
 /// The gRPC status code; an absent status or code means success.
 pub fn status_code(audit: &AuditLog) -> i32 {
     audit.status.as_ref().map_or(0, |s| s.code)
@@ -346,23 +324,5 @@ mod tests {
         let wrapped = format!(r#"{{"message":{{"data":"{}"}}}}"#, STANDARD.encode(inner));
         assert!(matches!(decode(wrapped.as_bytes()), Ok(Decoded::Audit(_))));
         assert!(decode(br#"{"message":{"data":"%%%"}}"#).is_err());
-    }
-
-    #[test]
-    fn principal_falls_back_to_subject_and_delegation() {
-        let e: LogEntry = serde_json::from_str(
-            r#"{"protoPayload":{"authenticationInfo":{"principalSubject":"principal://iam.googleapis.com/projects/1/x"}}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            principal_of(&e),
-            "principal://iam.googleapis.com/projects/1/x"
-        );
-        let e: LogEntry = serde_json::from_str(
-            r#"{"protoPayload":{"authenticationInfo":{"serviceAccountDelegationInfo":[{"firstPartyPrincipal":{"principalEmail":"A@b.c"}}]}}}"#,
-        )
-        .unwrap();
-        assert_eq!(principal_of(&e), "a@b.c");
-        assert_eq!(principal_of(&LogEntry::default()), "unknown");
     }
 }

@@ -8,13 +8,11 @@
 //! `disabled` / `destroyed` announce one change after the fact (the worker's
 //! finish task), so they cover `grace` before their own time.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use patchpanda_shared::names;
 use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
 
+use crate::capped::Capped;
 use crate::settings::{Settings, normalize_principal};
 
 /// How far before a `started` notice an entry may be stamped: the worker's
@@ -24,6 +22,9 @@ const SKEW: TimeDelta = TimeDelta::seconds(30);
 const KEEP: TimeDelta = TimeDelta::hours(24);
 /// Per resource; a flood of notices cannot grow memory without bound.
 const MAX_WINDOWS: usize = 64;
+/// Resources with windows: notices name their secret freely, so the keys
+/// are capped too (oldest forgotten first).
+const MAX_KEYS: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct Window {
@@ -32,11 +33,13 @@ struct Window {
     principal: Option<String>,
     start: DateTime<Utc>,
     end: Option<DateTime<Utc>>,
+    /// An operator's announced change (contract 8), not a rotation.
+    announced: bool,
 }
 
 #[derive(Debug)]
 pub struct Rotations {
-    windows: HashMap<String, Vec<Window>>,
+    windows: Capped<String, Vec<Window>>,
     grace: TimeDelta,
     max: TimeDelta,
 }
@@ -52,12 +55,48 @@ pub fn kms_key(ring: &str, key: &str) -> String {
 }
 
 impl Rotations {
-    pub fn new(grace: Duration, max: Duration) -> Self {
+    pub fn new(settings: &Settings) -> Self {
         Self {
-            windows: HashMap::new(),
-            grace: TimeDelta::from_std(grace).unwrap_or(TimeDelta::minutes(5)),
-            max: TimeDelta::from_std(max).unwrap_or(TimeDelta::hours(2)),
+            windows: Capped::new(MAX_KEYS),
+            grace: TimeDelta::from_std(settings.rotation_grace).unwrap_or(TimeDelta::minutes(5)),
+            max: TimeDelta::from_std(settings.rotation_max).unwrap_or(TimeDelta::hours(2)),
         }
+    }
+
+    /// How many resources have windows.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// An operator announced a change to `key` until `notice.until` (at
+    /// most `rotation_max` after the notice, so an announcement cannot
+    /// cover forever).
+    pub fn announce(&mut self, key: String, principal: &str, notice: &RotationNotice) {
+        let until = notice
+            .until
+            .unwrap_or(notice.time + self.grace)
+            .min(notice.time + self.max);
+        let list = self.windows.get_or_insert_with(key, Vec::new);
+        list.push(Window {
+            rotation_id: notice.rotation_id.clone(),
+            principal: Some(principal.to_string()),
+            start: notice.time,
+            end: Some(until),
+            announced: true,
+        });
+        trim(list);
+    }
+
+    /// Whether `principal` announced a change to `key` covering `t`.
+    pub fn announced(&self, key: &str, principal: &str, t: DateTime<Utc>) -> bool {
+        self.windows.get(key).is_some_and(|list| {
+            list.iter().any(|w| {
+                w.announced
+                    && w.principal.as_deref() == Some(principal)
+                    && t >= w.start - SKEW
+                    && w.end.is_some_and(|end| t <= end)
+            })
+        })
     }
 
     /// The resource key a notice's logical name stands for.
@@ -71,10 +110,10 @@ impl Rotations {
 
     pub fn record(&mut self, key: String, notice: &RotationNotice) {
         let principal = notice.principal.as_deref().map(normalize_principal);
-        let list = self.windows.entry(key).or_default();
+        let list = self.windows.get_or_insert_with(key, Vec::new);
         let existing = list
             .iter_mut()
-            .find(|w| w.rotation_id == notice.rotation_id);
+            .find(|w| !w.announced && w.rotation_id == notice.rotation_id);
         match notice.event {
             NoticeEvent::Started => match existing {
                 Some(w) => w.start = w.start.min(notice.time),
@@ -83,6 +122,7 @@ impl Rotations {
                     principal,
                     start: notice.time,
                     end: None,
+                    announced: false,
                 }),
             },
             e if e.ends_rotation() => match existing {
@@ -94,6 +134,7 @@ impl Rotations {
                     principal,
                     start: notice.time - self.max,
                     end: Some(notice.time),
+                    announced: false,
                 }),
             },
             NoticeEvent::Disabled | NoticeEvent::Destroyed => list.push(Window {
@@ -101,19 +142,17 @@ impl Rotations {
                 principal,
                 start: notice.time - self.grace,
                 end: Some(notice.time),
+                announced: false,
             }),
             _ => {}
         }
-        if list.len() > MAX_WINDOWS {
-            let excess = list.len() - MAX_WINDOWS;
-            list.drain(..excess);
-        }
+        trim(list);
     }
 
     /// Whether `principal` changing `key` at `t` was announced.
     pub fn covers(&self, key: &str, principal: &str, t: DateTime<Utc>) -> bool {
         self.windows.get(key).is_some_and(|list| {
-            list.iter().any(|w| {
+            list.iter().filter(|w| !w.announced).any(|w| {
                 let who = w.principal.as_deref().is_none_or(|p| p == principal);
                 let open_until = w.end.unwrap_or(w.start + self.max).min(w.start + self.max);
                 who && t >= w.start - SKEW && t <= open_until + self.grace
@@ -122,6 +161,7 @@ impl Rotations {
     }
 
     pub fn prune(&mut self, now: DateTime<Utc>) {
+        // (Announced windows always have an end.)
         let max = self.max;
         self.windows.retain(|_, list| {
             list.retain(|w| w.end.unwrap_or(w.start + max) + KEEP > now);
@@ -130,9 +170,28 @@ impl Rotations {
     }
 }
 
+fn trim(list: &mut Vec<Window>) {
+    if list.len() > MAX_WINDOWS {
+        let excess = list.len() - MAX_WINDOWS;
+        list.drain(..excess);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rotations(grace: u64, max: u64) -> Rotations {
+        let config = patchpanda_shared::config::Config::from_env(
+            &patchpanda_shared::config::Env::default(),
+            names::PRINCIPAL_AUDIT_ALERTER,
+        )
+        .unwrap();
+        let mut s = Settings::defaults(&config);
+        s.rotation_grace = std::time::Duration::from_secs(grace);
+        s.rotation_max = std::time::Duration::from_secs(max);
+        Rotations::new(&s)
+    }
 
     fn notice(event: NoticeEvent, id: &str, at: DateTime<Utc>) -> RotationNotice {
         let mut n = RotationNotice::new("webhook-secret", event, id);
@@ -144,7 +203,7 @@ mod tests {
     #[test]
     fn a_started_rotation_covers_until_grace_after_it_ends() {
         let t0 = Utc::now();
-        let mut r = Rotations::new(Duration::from_secs(300), Duration::from_secs(7200));
+        let mut r = rotations(300, 7200);
         let key = secret_key("patchpanda-webhook-secret");
         let who = "rotation-worker@patchpanda.local";
         assert!(!r.covers(&key, who, t0));
@@ -164,7 +223,7 @@ mod tests {
     #[test]
     fn unclosed_rotations_expire_and_point_notices_cover_the_past() {
         let t0 = Utc::now();
-        let mut r = Rotations::new(Duration::from_secs(60), Duration::from_secs(600));
+        let mut r = rotations(60, 600);
         let key = secret_key("s");
         let who = "rotation-worker@patchpanda.local";
         r.record(key.clone(), &notice(NoticeEvent::Started, "r1", t0));

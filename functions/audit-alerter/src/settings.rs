@@ -4,7 +4,7 @@
 //! joined; for single values the environment wins, so a deployment can
 //! override a checked-in file without editing it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use patchpanda_shared::names;
 use serde::Deserialize;
 
 use crate::alert::{Rule, Severity};
+pub use crate::identity::{PrincipalSet, normalize_principal};
 
 pub const ENV_CONFIG: &str = "PATCHPANDA_ALERTER_CONFIG";
 pub const ENV_SUPPRESS_WINDOW: &str = "PATCHPANDA_ALERT_SUPPRESS_WINDOW";
@@ -25,61 +26,20 @@ pub const ENV_PAGERDUTY_KEY: &str = "PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY";
 pub const ENV_PAGERDUTY_URL: &str = "PATCHPANDA_ALERT_PAGERDUTY_URL";
 pub const ENV_WEBHOOK_URL: &str = "PATCHPANDA_ALERT_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "PATCHPANDA_ALERT_WEBHOOK_SECRET";
+/// Operators whose announced changes (`announced` notices) do not page.
+pub const ENV_OPERATOR_PRINCIPALS: &str = "PATCHPANDA_OPERATOR_PRINCIPALS";
+/// Who else may encrypt/decrypt with the gateway's key (besides the
+/// Secret Manager service agent and the gateway's accounts).
+pub const ENV_KMS_USERS: &str = "PATCHPANDA_ALERT_KMS_USERS";
+/// The name prefix of the gateway's Cloud Run services, Pub/Sub topics and
+/// subscriptions, and log sink (infra/terraform names them `patchpanda-*`).
+pub const ENV_INFRA_PREFIX: &str = "PATCHPANDA_ALERT_INFRA_PREFIX";
+
+/// Secret Manager's service agent, `service-<project number>@gcp-sa-secretmanager...`,
+/// encrypts and decrypts with the key for CMEK.
+pub const SECRET_MANAGER_AGENT_DOMAIN: &str = "*@gcp-sa-secretmanager.iam.gserviceaccount.com";
 
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
-
-/// Identities, compared case-insensitively and without the `user:` /
-/// `serviceAccount:` prefixes IAM members carry. `*@domain` matches a domain.
-#[derive(Debug, Clone, Default)]
-pub struct PrincipalSet {
-    exact: HashSet<String>,
-    domains: Vec<String>,
-}
-
-impl PrincipalSet {
-    pub fn new<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
-        let mut set = Self::default();
-        set.extend(items);
-        set
-    }
-
-    pub fn extend<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) {
-        for item in items {
-            let p = normalize_principal(item.as_ref());
-            if p.is_empty() {
-                continue;
-            }
-            if let Some(domain) = p.strip_prefix('*') {
-                self.domains.push(domain.to_string());
-            } else {
-                self.exact.insert(p);
-            }
-        }
-    }
-
-    /// `principal` must already be normalized (see [`normalize_principal`]).
-    pub fn contains(&self, principal: &str) -> bool {
-        self.exact.contains(principal) || self.domains.iter().any(|d| principal.ends_with(d))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.domains.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.domains.len()
-    }
-}
-
-/// Lower-cased, without an IAM member-type prefix.
-pub fn normalize_principal(p: &str) -> String {
-    let p = p.trim();
-    let p = p
-        .strip_prefix("serviceAccount:")
-        .or_else(|| p.strip_prefix("user:"))
-        .unwrap_or(p);
-    p.to_ascii_lowercase()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleSettings {
@@ -137,6 +97,18 @@ pub struct Settings {
     pub gateway_accounts: PrincipalSet,
     /// Who may mint tokens for the gateway's accounts besides themselves.
     pub token_minters: PrincipalSet,
+    /// Operators whose announced changes are expected (contract 8).
+    pub operators: PrincipalSet,
+    /// Who may use the key besides the gateway's accounts (the Secret
+    /// Manager service agent by default).
+    pub kms_users: PrincipalSet,
+    /// Name prefix of the gateway's services, subscriptions, topics, sink.
+    pub infra_prefix: String,
+    /// The log sink that feeds the alerter.
+    pub audit_sink: String,
+    /// Cap of every map keyed by attacker-chosen values (fingerprints,
+    /// pending entries, secrets with counters).
+    pub state_capacity: usize,
     pub rules: BTreeMap<Rule, RuleSettings>,
     pub suppress_window: Duration,
     pub read_spike: SpikeSettings,
@@ -176,6 +148,16 @@ impl Settings {
             rotators: PrincipalSet::new(&config.rotator_principals),
             gateway_accounts,
             token_minters: PrincipalSet::default(),
+            // Locally the CLI acts as the default operator.
+            operators: if config.is_local() {
+                PrincipalSet::new([names::PRINCIPAL_OPERATOR_DEFAULT])
+            } else {
+                PrincipalSet::default()
+            },
+            kms_users: PrincipalSet::new([SECRET_MANAGER_AGENT_DOMAIN]),
+            infra_prefix: names::DEFAULT_SECRET_PREFIX.to_string(),
+            audit_sink: names::TOPIC_AUDIT_LOGS.to_string(),
+            state_capacity: 10_000,
             rules: Rule::ALL
                 .iter()
                 .map(|r| {
@@ -237,6 +219,11 @@ impl Settings {
         self.data_access_max_silence =
             env.duration_or(ENV_DATA_ACCESS_SILENCE, self.data_access_max_silence)?;
         self.gateway_accounts.extend(env.list(ENV_GATEWAY_ACCOUNTS));
+        self.operators.extend(env.list(ENV_OPERATOR_PRINCIPALS));
+        self.kms_users.extend(env.list(ENV_KMS_USERS));
+        if let Some(p) = env.get(ENV_INFRA_PREFIX) {
+            self.infra_prefix = p.trim().to_string();
+        }
         for id in env.list(ENV_DISABLED_RULES) {
             let rule: Rule = id
                 .parse()
@@ -326,6 +313,13 @@ struct FileSettings {
     gateway_service_accounts: Vec<String>,
     #[serde(default)]
     token_minters: Vec<String>,
+    #[serde(default)]
+    operator_principals: Vec<String>,
+    #[serde(default)]
+    kms_users: Vec<String>,
+    infra_prefix: Option<String>,
+    audit_sink: Option<String>,
+    state_capacity: Option<usize>,
     delivery: Option<FileDelivery>,
     #[serde(default)]
     rules: BTreeMap<String, FileRule>,
@@ -411,6 +405,17 @@ impl FileSettings {
         s.rotators.extend(&self.rotator_principals);
         s.gateway_accounts.extend(&self.gateway_service_accounts);
         s.token_minters.extend(&self.token_minters);
+        s.operators.extend(&self.operator_principals);
+        s.kms_users.extend(&self.kms_users);
+        if let Some(p) = &self.infra_prefix {
+            s.infra_prefix = p.trim().to_string();
+        }
+        if let Some(n) = &self.audit_sink {
+            s.audit_sink = n.trim().to_string();
+        }
+        if let Some(n) = self.state_capacity {
+            s.state_capacity = n.max(16);
+        }
         if let Some(d) = &self.delivery {
             s.delivery.ack_wait = dur("delivery.ack_wait", &d.ack_wait, s.delivery.ack_wait)?;
             s.delivery.backoff = dur("delivery.backoff", &d.backoff, s.delivery.backoff)?;
@@ -533,17 +538,6 @@ mod tests {
     }
 
     #[test]
-    fn principals_compare_without_member_prefixes() {
-        let set = PrincipalSet::new([
-            "serviceAccount:Gw@P.iam.gserviceaccount.com",
-            "*@corp.example",
-        ]);
-        assert!(set.contains(&normalize_principal("gw@p.iam.gserviceaccount.com")));
-        assert!(set.contains(&normalize_principal("user:alice@corp.example")));
-        assert!(!set.contains(&normalize_principal("mallory@evil.example")));
-    }
-
-    #[test]
     fn file_and_env_combine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerter.toml");
@@ -605,6 +599,38 @@ enabled = false
             "Debug must not show the key"
         );
         assert_eq!(key.len(), 32);
+    }
+
+    #[test]
+    fn operators_kms_users_and_infra_names_read_from_the_environment() {
+        let gcp = Config::from_env(
+            &Env::from_pairs([("PATCHPANDA_BACKEND", "gcp"), ("GOOGLE_CLOUD_PROJECT", "p")]),
+            names::PRINCIPAL_AUDIT_ALERTER,
+        );
+        let defaults = Settings::from_env(&local(), &Env::default()).unwrap();
+        assert!(
+            defaults
+                .operators
+                .contains(names::PRINCIPAL_OPERATOR_DEFAULT)
+        );
+        assert!(
+            defaults
+                .kms_users
+                .contains("service-123@gcp-sa-secretmanager.iam.gserviceaccount.com")
+        );
+        assert_eq!(defaults.infra_prefix, "patchpanda-");
+        assert_eq!(defaults.audit_sink, "patchpanda-audit-logs");
+        let env = Env::from_pairs([
+            (ENV_OPERATOR_PRINCIPALS, "user:Alice@example.com"),
+            (ENV_KMS_USERS, "backup@p.iam.gserviceaccount.com"),
+            (ENV_INFRA_PREFIX, "pp-"),
+        ]);
+        let s = Settings::from_env(&local(), &env).unwrap();
+        assert!(s.operators.contains("alice@example.com"));
+        assert!(s.kms_users.contains("backup@p.iam.gserviceaccount.com"));
+        assert_eq!(s.infra_prefix, "pp-");
+        let s = Settings::from_env(&gcp.unwrap(), &Env::default()).unwrap();
+        assert!(s.operators.is_empty(), "no operator by default on gcp");
     }
 
     #[test]

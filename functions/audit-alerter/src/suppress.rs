@@ -3,12 +3,12 @@
 //! rides on the next alert after the window, or goes out as a summary when
 //! the window ends quietly ([`Suppressor::flush`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::alert::Alert;
+use crate::capped::Capped;
 
 #[derive(Debug)]
 struct Slot {
@@ -19,12 +19,27 @@ struct Slot {
     last: Option<Alert>,
 }
 
-#[derive(Debug, Default)]
+/// Fingerprints carry principals and resources an attacker picks: the slots
+/// are capped, oldest window first out (its folded count is lost, its
+/// first alert went out already).
+#[derive(Debug)]
 pub struct Suppressor {
-    slots: HashMap<String, Slot>,
+    slots: Capped<String, Slot>,
+}
+
+impl Default for Suppressor {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
 }
 
 impl Suppressor {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            slots: Capped::new(cap),
+        }
+    }
+
     /// Returns the alert to send now, or None when it was folded.
     pub fn admit(
         &mut self,
@@ -86,10 +101,6 @@ impl Suppressor {
 
     pub fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 }
 
@@ -155,7 +166,7 @@ mod tests {
         assert_eq!(out[0].folded, 2);
         assert_eq!(out[0].id, "3:summary");
         assert!(out[0].summary.starts_with("2 more in the last 1m"));
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
         assert!(
             s.admit(alert("a", "4"), w, t0 + TimeDelta::seconds(62))
                 .unwrap()

@@ -36,7 +36,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
         &resource,
         format!(
             "{} was denied {}{} on {resource}; a misconfigured deployment, or someone probing the gateway's credentials",
-            ctx.principal,
+            ctx.who(),
             short_method(ctx.method()),
             if permission.is_empty() {
                 String::new()

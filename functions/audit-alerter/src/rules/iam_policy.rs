@@ -2,11 +2,10 @@
 //! service account. Note the spellings: Secret Manager and KMS log
 //! `SetIamPolicy`, IAM admin logs `google.iam.admin.v1.SetIAMPolicy`.
 
-use patchpanda_shared::audit_log::{
-    SERVICE_IAM, SERVICE_KMS, SERVICE_SECRET_MANAGER, iam, kms, sm,
-};
+use patchpanda_shared::audit_log::{SERVICE_IAM, SERVICE_KMS, SERVICE_SECRET_MANAGER};
 use serde_json::Value;
 
+use super::methods::{iam, kms, sm};
 use super::{Ctx, Found};
 use crate::alert::Rule;
 
@@ -14,17 +13,18 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
     if !ctx.ok() {
         return;
     }
-    let service = ctx.audit.service_name.as_str();
-    let resource = match (service, ctx.method()) {
-        (SERVICE_SECRET_MANAGER, sm::SET_IAM_POLICY) => ctx.our_secret().map(|s| s.id.to_string()),
-        (SERVICE_KMS, kms::SET_IAM_POLICY) => ctx.our_kms().map(|k| match k.key {
+    let resource = if ctx.is(SERVICE_SECRET_MANAGER, sm::SET_IAM_POLICY) {
+        ctx.our_secret().map(|s| s.id.to_string())
+    } else if ctx.is(SERVICE_KMS, kms::SET_IAM_POLICY) {
+        ctx.our_kms().map(|k| match k.key {
             Some(key) => format!("keyRings/{}/cryptoKeys/{key}", k.ring),
             None => format!("keyRings/{}", k.ring),
-        }),
-        (SERVICE_IAM, iam::SET_IAM_POLICY) => ctx
-            .gateway_account()
-            .map(|sa| format!("serviceAccounts/{sa}")),
-        _ => None,
+        })
+    } else if ctx.is(SERVICE_IAM, iam::SET_IAM_POLICY) {
+        ctx.gateway_account()
+            .map(|sa| format!("serviceAccounts/{sa}"))
+    } else {
+        None
     };
     let Some(resource) = resource else {
         return;
@@ -40,7 +40,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
         &resource,
         format!(
             "{} {changed} of {resource}; check who may now read or change the gateway's credentials and revert what nobody asked for",
-            ctx.principal
+            ctx.who()
         ),
     );
     if !deltas.is_empty() {
@@ -52,7 +52,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
 }
 
 /// `ADD roles/x user:y` for each `serviceData.policyDelta.bindingDeltas[]`.
-fn binding_deltas(service_data: Option<&Value>) -> Vec<String> {
+pub(crate) fn binding_deltas(service_data: Option<&Value>) -> Vec<String> {
     service_data
         .and_then(|d| d.pointer("/policyDelta/bindingDeltas"))
         .and_then(Value::as_array)

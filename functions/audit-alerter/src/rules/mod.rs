@@ -6,10 +6,13 @@
 mod denied;
 mod iam_policy;
 mod kms;
+pub mod methods;
+pub(crate) mod notices;
 mod secrets;
 mod self_check;
 mod service_accounts;
 mod spikes;
+mod tampering;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,29 +20,59 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use patchpanda_shared::audit_log::{AuditLog, LogEntry, SERVICE_SECRET_MANAGER};
 use patchpanda_shared::names;
-use patchpanda_shared::notice::RotationNotice;
+use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
 
 use crate::alert::{Alert, Rule};
 use crate::entry::{self, KmsName, SecretName};
+use crate::identity::{Identity, normalize_principal};
 use crate::rotations::Rotations;
 use crate::settings::Settings;
-
-pub use spikes::SpikeCounter;
 
 /// One audit entry and what every rule asks of it.
 pub(crate) struct Ctx<'a> {
     pub settings: &'a Settings,
     pub entry: &'a LogEntry,
     pub audit: &'a AuditLog,
-    /// Normalized (see [`crate::settings::normalize_principal`]).
+    /// The caller and the delegation chain it acted through.
+    pub identity: Identity,
+    /// Who alerts name: the origin of the call (the first party of the
+    /// delegation chain), else the caller; normalized.
     pub principal: String,
     pub time: DateTime<Utc>,
     pub status: i32,
 }
 
 impl<'a> Ctx<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        entry: &'a LogEntry,
+        audit: &'a AuditLog,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let identity = Identity::of(entry);
+        Self {
+            settings,
+            entry,
+            audit,
+            principal: identity.origin().to_string(),
+            identity,
+            time: entry::entry_time(entry, now),
+            status: entry::status_code(audit),
+        }
+    }
+
     pub fn method(&self) -> &'a str {
         self.audit.method_name.as_str()
+    }
+
+    /// Whether this is `op` of `service`, in any API version.
+    pub fn is(&self, service: &str, op: &str) -> bool {
+        self.audit.service_name == service && methods::is(self.method(), op)
+    }
+
+    /// Whether this is one of `ops` of `service`, in any API version.
+    pub fn is_any(&self, service: &str, ops: &[&str]) -> bool {
+        self.audit.service_name == service && ops.iter().any(|o| methods::is(self.method(), o))
     }
 
     pub fn ok(&self) -> bool {
@@ -82,6 +115,12 @@ impl<'a> Ctx<'a> {
         names::logical_name(&self.settings.secret_prefix, secret_id).unwrap_or(secret_id)
     }
 
+    /// The caller for summaries: `origin (acting as caller)` when the call
+    /// went through a delegation chain.
+    pub fn who(&self) -> String {
+        self.identity.describe()
+    }
+
     /// An alert about this entry, with the rule's configured severity and
     /// the default fingerprint (rule + principal + resource).
     pub fn alert(&self, rule: Rule, resource: &str, summary: String) -> Alert {
@@ -100,6 +139,13 @@ impl<'a> Ctx<'a> {
             .and_then(|a| a.service_account_key_name.as_deref())
         {
             details.insert("serviceAccountKeyName".to_string(), key.to_string());
+        }
+        if let Some(chain) = self.identity.chain_text() {
+            details.insert("delegationChain".to_string(), chain);
+            details.insert(
+                "actingAs".to_string(),
+                self.identity.principal().to_string(),
+            );
         }
         details.insert("serviceName".to_string(), self.audit.service_name.clone());
         if self.status != 0 {
@@ -207,20 +253,30 @@ pub(crate) struct Found {
     pub changes: Vec<Change>,
 }
 
-/// A rotator's unannounced change, waiting for a late notice.
-struct Held {
-    key: String,
-    principal: String,
-    time: DateTime<Utc>,
-    release_at: DateTime<Utc>,
-    alert: Alert,
+/// A rotator's unannounced change, waiting for a notice that may arrive
+/// after its audit entry. The service keeps it with the entry, which stays
+/// unacknowledged (so Pub/Sub keeps it across restarts) until a notice
+/// covers it or `release_at` passes.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub key: String,
+    pub principal: String,
+    pub time: DateTime<Utc>,
+    pub release_at: DateTime<Utc>,
+    pub alert: Alert,
+}
+
+/// What one entry raised: alerts now, and changes on hold.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub alerts: Vec<Alert>,
+    pub holds: Vec<Hold>,
 }
 
 /// Stateful evaluation of entries and notices.
 pub struct Engine {
     settings: Arc<Settings>,
     rotations: Rotations,
-    held: Vec<Held>,
     spikes: spikes::Spikes,
     self_check: self_check::SelfCheck,
 }
@@ -228,51 +284,50 @@ pub struct Engine {
 impl Engine {
     pub fn new(settings: Arc<Settings>, now: DateTime<Utc>) -> Self {
         Self {
-            rotations: Rotations::new(settings.rotation_grace, settings.rotation_max),
-            held: Vec::new(),
+            rotations: Rotations::new(&settings),
             spikes: spikes::Spikes::new(&settings),
             self_check: self_check::SelfCheck::new(now),
             settings,
         }
     }
 
-    /// Alerts raised by one audit entry (before suppression).
-    pub fn audit(&mut self, entry: &LogEntry, now: DateTime<Utc>) -> Vec<Alert> {
+    /// What one audit entry raises (before suppression).
+    pub fn audit(&mut self, entry: &LogEntry, now: DateTime<Utc>) -> Verdict {
         let Some(audit) = entry.proto_payload.as_ref() else {
-            return Vec::new();
+            return Verdict::default();
         };
         let settings = Arc::clone(&self.settings);
-        let ctx = Ctx {
-            settings: &settings,
-            entry,
-            audit,
-            principal: entry::principal_of(entry),
-            time: entry::entry_time(entry, now),
-            status: entry::status_code(audit),
-        };
+        let ctx = Ctx::new(&settings, entry, audit, now);
         let mut found = Found::default();
         secrets::check(&ctx, &mut found);
         kms::check(&ctx, &mut found);
         iam_policy::check(&ctx, &mut found);
         service_accounts::check(&ctx, &mut found);
+        tampering::check(&ctx, &mut found);
         denied::check(&ctx, &mut found);
         if let Some(secret) = ctx.our_secret() {
             if entry.is_data_access() {
                 self.self_check.saw_data_access(now);
             }
-            if ctx.method() == patchpanda_shared::audit_log::sm::ACCESS_SECRET_VERSION
+            if ctx.is(SERVICE_SECRET_MANAGER, methods::sm::ACCESS_SECRET_VERSION)
                 && let Some(a) = self.spikes.secret_read(&ctx, secret.id)
             {
                 found.alerts.push(a);
             }
         }
+        let mut verdict = Verdict {
+            alerts: found.alerts,
+            holds: Vec::new(),
+        };
         for change in found.changes {
-            if let Some(a) = self.settle(change, &ctx.principal, ctx.time, now) {
-                found.alerts.push(a);
+            match self.settle(change, &ctx, now) {
+                Settled::Alert(a) => verdict.alerts.push(a),
+                Settled::Hold(h) => verdict.holds.push(h),
+                Settled::Expected => {}
             }
         }
-        found.alerts.retain(|a| settings.enabled(a.rule));
-        found.alerts
+        verdict.alerts.retain(|a| settings.enabled(a.rule));
+        verdict
     }
 
     /// A webhook-ingest `signature_rejected` entry.
@@ -285,68 +340,68 @@ impl Engine {
             .collect()
     }
 
-    /// Records a rotation notice; held changes it covers are dropped.
-    pub fn notice(&mut self, notice: &RotationNotice) {
+    /// Records a rotation notice; returns the alert it raises, if any
+    /// (`failed`, `rolled_back`, `due`).
+    pub fn notice(&mut self, notice: &RotationNotice) -> Option<Alert> {
         let key = Rotations::key_of(&self.settings, &notice.secret);
-        self.rotations.record(key, notice);
-        let rotations = &self.rotations;
-        self.held.retain(|h| {
-            let covered = rotations.covers(&h.key, &h.principal, h.time);
-            if covered {
-                tracing::debug!(rule = %h.alert.rule, resource = %h.alert.resource, "a late rotation notice covers a held change");
+        if notice.event == NoticeEvent::Announced {
+            let principal = notice.principal.as_deref().map(normalize_principal);
+            match principal {
+                Some(p) if self.settings.operators.contains(&p) => {
+                    self.rotations.announce(key, &p, notice)
+                }
+                _ => tracing::warn!(
+                    secret = %notice.secret,
+                    principal = notice.principal.as_deref().unwrap_or("-"),
+                    "an announced change by a principal outside PATCHPANDA_OPERATOR_PRINCIPALS; its changes will alert"
+                ),
             }
-            !covered
-        });
+            return None;
+        }
+        self.rotations.record(key, notice);
+        notices::alert(&self.settings, notice).filter(|a| self.settings.enabled(a.rule))
     }
 
-    /// Time-driven alerts: held changes no notice covered, and the Data
-    /// Access self-check.
+    /// Whether a notice has covered a held change since it was held.
+    pub fn covers(&self, hold: &Hold) -> bool {
+        self.rotations.covers(&hold.key, &hold.principal, hold.time)
+    }
+
+    /// Time-driven alerts (the Data Access self-check) and window expiry.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
         let mut out = Vec::new();
-        let rotations = &self.rotations;
-        let mut keep = Vec::with_capacity(self.held.len());
-        for h in self.held.drain(..) {
-            if rotations.covers(&h.key, &h.principal, h.time) {
-                continue;
-            }
-            if h.release_at <= now {
-                out.push(h.alert);
-            } else {
-                keep.push(h);
-            }
-        }
-        self.held = keep;
         self.rotations.prune(now);
         if self.settings.enabled(Rule::DataAccessSilent)
             && let Some(a) = self.self_check.check(&self.settings, now)
         {
             out.push(a);
         }
-        out.retain(|a| self.settings.enabled(a.rule));
         out
     }
 
-    /// How many changes wait for a rotation notice.
-    pub fn held(&self) -> usize {
-        self.held.len()
+    /// How many windows and counters the engine keeps (for the flood test).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.rotations.len(), self.spikes.len())
     }
 
-    fn settle(
-        &mut self,
-        change: Change,
-        principal: &str,
-        time: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Option<Alert> {
-        if !self.settings.rotators.contains(principal) {
-            return Some(change.alert);
+    fn settle(&mut self, change: Change, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Settled {
+        let id = &ctx.identity;
+        let principal = id.principal();
+        if !id.allowed(&self.settings.rotators) {
+            if id.allowed(&self.settings.operators)
+                && self.rotations.announced(&change.key, principal, ctx.time)
+            {
+                tracing::info!(resource = %change.alert.resource, %principal, what = %change.what, "an operator's announced change");
+                return Settled::Expected;
+            }
+            return Settled::Alert(change.alert);
         }
-        if self.rotations.covers(&change.key, principal, time) {
+        if self.rotations.covers(&change.key, principal, ctx.time) {
             tracing::debug!(resource = %change.alert.resource, %principal, "change inside an announced rotation");
-            return None;
+            return Settled::Expected;
         }
         if !self.settings.enabled(Rule::RotatorOutsideRotation) {
-            return None;
+            return Settled::Expected;
         }
         let mut alert = change.alert;
         alert.rule = Rule::RotatorOutsideRotation;
@@ -363,18 +418,26 @@ impl Engine {
             change.what
         );
         let hold = TimeDelta::from_std(self.settings.announce_hold).unwrap_or_default();
-        if hold.is_zero() {
-            return Some(alert);
+        // From the change, not from now: a redelivery after a restart is not
+        // held again from scratch. Clamped to now for entries stamped ahead.
+        let release_at = ctx.time.min(now) + hold;
+        if hold.is_zero() || release_at <= now {
+            return Settled::Alert(alert);
         }
-        self.held.push(Held {
+        Settled::Hold(Hold {
             key: change.key,
             principal: principal.to_string(),
-            time,
-            release_at: now + hold,
+            time: ctx.time,
+            release_at,
             alert,
-        });
-        None
+        })
     }
+}
+
+enum Settled {
+    Alert(Alert),
+    Hold(Hold),
+    Expected,
 }
 
 #[cfg(test)]

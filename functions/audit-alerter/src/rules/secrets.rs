@@ -2,9 +2,9 @@
 //! added/enabled/disabled/destroyed and aliases moved (settled against the
 //! rotators and announced rotations), secrets deleted.
 
-use patchpanda_shared::audit_log::sm;
 use serde_json::Value;
 
+use super::methods::{op, sm};
 use super::{Change, Ctx, Found};
 use crate::alert::Rule;
 use crate::rotations;
@@ -18,59 +18,136 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
     };
     let logical = ctx.logical(secret.id);
     let version = secret.version.unwrap_or("?");
-    let p = &ctx.principal;
-    match ctx.method() {
-        sm::ACCESS_SECRET_VERSION => {
-            if !ctx.settings.readers.contains(p) {
-                let resource = versioned(secret.id, secret.version);
-                found.alerts.push(ctx.alert(
-                    Rule::SecretReadUnexpected,
-                    &resource,
-                    format!(
-                        "{p} read the value of secret {} (version {version}) and is not an allowed reader; if nobody can vouch for it, rotate it now: patchpanda rotate {logical} --emergency",
-                        secret.id
-                    ),
-                ));
-            }
+    let who = ctx.who();
+    let m = op(ctx.method());
+    if m.eq_ignore_ascii_case(sm::ACCESS_SECRET_VERSION) {
+        if let Some(outsider) = ctx.identity.first_outsider(&ctx.settings.readers) {
+            let resource = versioned(secret.id, secret.version);
+            let mut alert = ctx.alert(
+                Rule::SecretReadUnexpected,
+                &resource,
+                format!(
+                    "{who} read the value of secret {} (version {version}){}. If nobody can vouch for it, rotate it now: patchpanda rotate {logical} --emergency",
+                    secret.id,
+                    if ctx.identity.chain.is_empty() {
+                        " and is not an allowed reader".to_string()
+                    } else {
+                        format!("; {outsider} is not an allowed reader")
+                    }
+                ),
+            );
+            alert.principal = outsider.to_string();
+            alert.fingerprint = format!("{}|{outsider}|{resource}", Rule::SecretReadUnexpected);
+            found.alerts.push(alert);
         }
-        sm::DELETE_SECRET => found.alerts.push(ctx.alert(
+        return;
+    }
+    if m.eq_ignore_ascii_case(sm::DELETE_SECRET) {
+        found.alerts.push(ctx.alert(
             Rule::SecretDeleted,
             secret.id,
             format!(
-                "{p} deleted secret {} with all its versions; the gateway cannot load {logical} until it is restored: patchpanda restore <backup file>",
+                "{who} deleted secret {} with all its versions; the gateway cannot load {logical} until it is restored: patchpanda restore <backup file>",
                 secret.id
             ),
-        )),
-        m => {
-            let what = match m {
-                sm::ADD_SECRET_VERSION => format!("added a version to {}", secret.id),
-                sm::ENABLE_SECRET_VERSION => format!("enabled version {version} of {}", secret.id),
-                sm::DISABLE_SECRET_VERSION => {
-                    format!("disabled version {version} of {}", secret.id)
-                }
-                sm::DESTROY_SECRET_VERSION => {
-                    format!("destroyed version {version} of {}", secret.id)
-                }
-                sm::UPDATE_SECRET if changes_aliases(ctx.audit.request.as_ref()) => {
-                    format!("moved the version aliases of {}", secret.id)
-                }
-                _ => return,
-            };
-            let resource = versioned(secret.id, secret.version);
-            let alert = ctx.alert(
-                Rule::SecretVersionChanged,
-                &resource,
-                format!(
-                    "{p} {what} and is not a rotator; confirm with them, and if it was not intended put the previous version back: patchpanda rollback {logical}"
-                ),
-            );
-            found.changes.push(Change {
-                key: rotations::secret_key(secret.id),
-                alert,
-                what,
-            });
+        ));
+        return;
+    }
+    let is = |want: &str| m.eq_ignore_ascii_case(want);
+    let request = ctx.audit.request.as_ref();
+    let (rule, what) = if is(sm::ADD_SECRET_VERSION) {
+        (
+            Rule::SecretVersionChanged,
+            format!("added a version to {}", secret.id),
+        )
+    } else if is(sm::ENABLE_SECRET_VERSION) {
+        (
+            Rule::SecretVersionChanged,
+            format!("enabled version {version} of {}", secret.id),
+        )
+    } else if is(sm::DISABLE_SECRET_VERSION) {
+        (
+            Rule::SecretVersionChanged,
+            format!("disabled version {version} of {}", secret.id),
+        )
+    } else if is(sm::DESTROY_SECRET_VERSION) {
+        (
+            Rule::SecretVersionChanged,
+            format!("destroyed version {version} of {}", secret.id),
+        )
+    } else if is(sm::UPDATE_SECRET) && changes_aliases(request) {
+        (
+            Rule::SecretVersionChanged,
+            format!("moved the version aliases of {}", secret.id),
+        )
+    } else if is(sm::UPDATE_SECRET) {
+        let fields = update_paths(request);
+        let shown = if fields.is_empty() {
+            "its settings".to_string()
+        } else {
+            fields.join(", ")
+        };
+        (
+            Rule::SecretUpdated,
+            format!("updated {shown} of {}", secret.id),
+        )
+    } else {
+        return;
+    };
+    let resource = versioned(secret.id, secret.version);
+    let advice = if rule == Rule::SecretUpdated {
+        "annotations steer what the gateway accepts (grace periods, rotation leases): check them with `patchpanda status` and put back what nobody asked for".to_string()
+    } else {
+        format!(
+            "confirm with them, and if it was not intended put the previous version back: patchpanda rollback {logical}"
+        )
+    };
+    let mut alert = ctx.alert(
+        rule,
+        &resource,
+        format!("{who} {what} and is not a rotator; {advice}"),
+    );
+    if rule == Rule::SecretUpdated {
+        let fields = update_paths(request);
+        if !fields.is_empty() {
+            alert.details.insert("updateMask".into(), fields.join(","));
         }
     }
+    found.changes.push(Change {
+        key: rotations::secret_key(secret.id),
+        alert,
+        what,
+    });
+}
+
+/// The update mask's paths (a comma-separated string or `{paths: [...]}`),
+/// else the fields present in the request's secret; at most 10.
+fn update_paths(request: Option<&Value>) -> Vec<String> {
+    let Some(req) = request else {
+        return Vec::new();
+    };
+    let mask = req.get("updateMask").or_else(|| req.get("update_mask"));
+    let mut out: Vec<String> = match mask {
+        Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).collect(),
+        Some(Value::Object(o)) => o
+            .get("paths")
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => req
+            .get("secret")
+            .and_then(Value::as_object)
+            .map(|o| o.keys().filter(|k| *k != "name").cloned().collect())
+            .unwrap_or_default(),
+    };
+    out.retain(|p| !p.is_empty());
+    out.truncate(10);
+    out
 }
 
 fn versioned(id: &str, version: Option<&str>) -> String {

@@ -2,8 +2,9 @@
 //! call authenticated with a user-managed key, and tokens minted for the
 //! gateway's accounts by anyone but themselves (iamcredentials' short names).
 
-use patchpanda_shared::audit_log::{SERVICE_IAM, SERVICE_IAM_CREDENTIALS, iam, iamcredentials};
+use patchpanda_shared::audit_log::{SERVICE_IAM, SERVICE_IAM_CREDENTIALS};
 
+use super::methods::{iam, iamcredentials, op};
 use super::{Ctx, Found};
 use crate::alert::Rule;
 
@@ -37,7 +38,7 @@ fn key_used(ctx: &Ctx<'_>, found: &mut Found) {
         key,
         format!(
             "{} called {} with user-managed key {key_id}; if this key is not approved, disable it and find where it leaked from",
-            ctx.principal,
+            ctx.who(),
             crate::entry::short_method(ctx.method())
         ),
     );
@@ -47,10 +48,17 @@ fn key_used(ctx: &Ctx<'_>, found: &mut Found) {
 }
 
 fn key_lifecycle(ctx: &Ctx<'_>, found: &mut Found) {
-    let (rule, verb) = match ctx.method() {
-        iam::CREATE_SERVICE_ACCOUNT_KEY => (Rule::SaKeyCreated, "created"),
-        iam::UPLOAD_SERVICE_ACCOUNT_KEY => (Rule::SaKeyCreated, "uploaded"),
-        iam::DELETE_SERVICE_ACCOUNT_KEY => (Rule::SaKeyDeleted, "deleted"),
+    let m = op(ctx.method());
+    let (rule, verb) = match m {
+        m if m.eq_ignore_ascii_case(iam::CREATE_SERVICE_ACCOUNT_KEY) => {
+            (Rule::SaKeyCreated, "created")
+        }
+        m if m.eq_ignore_ascii_case(iam::UPLOAD_SERVICE_ACCOUNT_KEY) => {
+            (Rule::SaKeyCreated, "uploaded")
+        }
+        m if m.eq_ignore_ascii_case(iam::DELETE_SERVICE_ACCOUNT_KEY) => {
+            (Rule::SaKeyDeleted, "deleted")
+        }
         _ => return,
     };
     let Some(sa) = ctx.gateway_account() else {
@@ -66,34 +74,38 @@ fn key_lifecycle(ctx: &Ctx<'_>, found: &mut Found) {
         &format!("serviceAccounts/{sa}"),
         format!(
             "{} {verb} a key for gateway service account {sa}; {advice}",
-            ctx.principal
+            ctx.who()
         ),
     ));
 }
 
 fn token_minted(ctx: &Ctx<'_>, found: &mut Found) {
-    if !matches!(
-        ctx.method(),
-        iamcredentials::GENERATE_ACCESS_TOKEN
-            | iamcredentials::SIGN_JWT
-            | iamcredentials::GENERATE_ID_TOKEN
-            | iamcredentials::SIGN_BLOB
-    ) {
+    if !iamcredentials::TOKEN_METHODS
+        .iter()
+        .any(|m| super::methods::is(ctx.method(), m))
+    {
         return;
     }
     let Some(sa) = ctx.gateway_account() else {
         return;
     };
-    if ctx.principal == sa || ctx.settings.token_minters.contains(&ctx.principal) {
+    // The account for itself, or a listed minter; judged over the whole
+    // chain, so the account impersonated by someone else is that someone.
+    let mut allowed = ctx.settings.token_minters.clone();
+    allowed.extend([sa.as_str()]);
+    let Some(outsider) = ctx.identity.first_outsider(&allowed) else {
         return;
-    }
-    found.alerts.push(ctx.alert(
+    };
+    let mut alert = ctx.alert(
         Rule::TokenMinted,
         &format!("serviceAccounts/{sa}"),
         format!(
-            "{} called {} for gateway service account {sa} and can act as it; check who holds Service Account Token Creator on it",
-            ctx.principal,
-            ctx.method()
+            "{} called {} for gateway service account {sa}; {outsider} can act as it. Check who holds Service Account Token Creator on it",
+            ctx.who(),
+            op(ctx.method())
         ),
-    ));
+    );
+    alert.principal = outsider.to_string();
+    alert.fingerprint = format!("{}|{outsider}|serviceAccounts/{sa}", Rule::TokenMinted);
+    found.alerts.push(alert);
 }

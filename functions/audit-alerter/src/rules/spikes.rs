@@ -2,12 +2,12 @@
 //! signature failures. Counts go in buckets of a fifth of the window, by the
 //! entry's own time, so late entries land where they belong.
 //!
-//! webhook-ingest's entries are plain application logs; the alerter expects
-//! `jsonPayload.event == "signature_rejected"` (or that value in
-//! `jsonPayload.message`), optionally with `reason`, `delivery` and
-//! `remote_ip` fields, which are copied into the alert.
+//! webhook-ingest's entries are plain application logs written by
+//! tracing-stackdriver, which camelCases field names into `jsonPayload`
+//! (contract 7): `event == "signature_rejected"`, `reason`, `delivery`,
+//! `remoteIp` (`remote_ip` accepted too), copied into the alert.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use patchpanda_shared::audit_log::LogEntry;
@@ -15,11 +15,13 @@ use serde_json::Value;
 
 use super::{AlertParts, Ctx, make_alert};
 use crate::alert::{Alert, Rule};
+use crate::capped::Capped;
 use crate::settings::{Settings, SpikeSettings};
 
 /// Buckets per window: finer is smoother, coarser is cheaper.
 const BUCKETS_PER_WINDOW: i64 = 5;
-/// Bounds memory when secrets keep being created with the prefix.
+/// Bounds memory when secrets keep being created with the prefix: the
+/// secret tracked longest ago is forgotten first.
 const MAX_TRACKED_SECRETS: usize = 1024;
 
 /// Counts events and says when the last window crosses the threshold.
@@ -100,7 +102,7 @@ impl SpikeCounter {
 
 #[derive(Debug)]
 pub(crate) struct Spikes {
-    reads: HashMap<String, SpikeCounter>,
+    reads: Capped<String, SpikeCounter>,
     read_settings: SpikeSettings,
     signatures: SpikeCounter,
 }
@@ -108,7 +110,7 @@ pub(crate) struct Spikes {
 impl Spikes {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            reads: HashMap::new(),
+            reads: Capped::new(MAX_TRACKED_SECRETS),
             read_settings: settings.read_spike,
             signatures: SpikeCounter::new(settings.signature_spike),
         }
@@ -118,14 +120,11 @@ impl Spikes {
         if !ctx.settings.enabled(Rule::SecretReadSpike) {
             return None;
         }
-        if !self.reads.contains_key(secret_id) {
-            if self.reads.len() >= MAX_TRACKED_SECRETS {
-                return None;
-            }
-            self.reads
-                .insert(secret_id.to_string(), SpikeCounter::new(self.read_settings));
-        }
-        let spike = self.reads.get_mut(secret_id)?.record(ctx.time)?;
+        let settings = self.read_settings;
+        let spike = self
+            .reads
+            .get_or_insert_with(secret_id.to_string(), || SpikeCounter::new(settings))
+            .record(ctx.time)?;
         let window = humantime::format_duration(self.read_settings.window);
         let mut alert = ctx.alert(
             Rule::SecretReadSpike,
@@ -145,6 +144,11 @@ impl Spikes {
         Some(alert)
     }
 
+    /// How many secrets have read counters.
+    pub fn len(&self) -> usize {
+        self.reads.len()
+    }
+
     pub fn signature_rejected(
         &mut self,
         settings: &Settings,
@@ -157,6 +161,9 @@ impl Spikes {
         let spike = self.signatures.record(time)?;
         let payload = entry.json_payload.as_ref();
         let field = |k: &str| payload.and_then(|p| p.get(k)).and_then(Value::as_str);
+        let remote_ip = field("remoteIp")
+            .or_else(|| field("remote_ip"))
+            .filter(|ip| !ip.is_empty());
         let service = entry
             .resource
             .as_ref()
@@ -170,12 +177,12 @@ impl Spikes {
                 format!("{:.1}", spike.baseline),
             ),
         ]);
-        for (from, to) in [
-            ("reason", "reason"),
-            ("delivery", "delivery"),
-            ("remote_ip", "callerIp"),
+        for (to, v) in [
+            ("reason", field("reason")),
+            ("delivery", field("delivery")),
+            ("callerIp", remote_ip),
         ] {
-            if let Some(v) = field(from) {
+            if let Some(v) = v {
                 details.insert(to.to_string(), v.chars().take(200).collect());
             }
         }
@@ -183,7 +190,7 @@ impl Spikes {
             settings,
             Rule::SignatureFailureSpike,
             AlertParts {
-                principal: field("remote_ip").unwrap_or("-"),
+                principal: remote_ip.unwrap_or("-"),
                 resource: service,
                 method: "POST /webhook",
                 time,

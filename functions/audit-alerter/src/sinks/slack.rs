@@ -21,11 +21,20 @@ impl SlackSink {
     }
 }
 
-/// Slack's mrkdwn treats these three as markup.
+/// Slack decodes these three everywhere and reads `<...>` as a link,
+/// mention or `<!channel>`; escaping them is what Slack's "Formatting text"
+/// page asks for. Every attacker-controlled text goes through here.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// A value inside mrkdwn: escaped and in a code span, so `*`, `_`, `~` and
+/// bare URLs in a principal or resource are shown, never formatted or
+/// linked. A backtick would end the span early; it becomes a look-alike.
+fn code(s: &str) -> String {
+    format!("`{}`", escape(&s.replace('`', "\u{2035}")))
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -38,9 +47,14 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
+fn plain(text: String) -> Value {
+    json!({"type": "plain_text", "text": text, "emoji": false})
+}
+
 pub fn payload(alert: &Alert) -> Value {
     let header = clip(&format!("{} {}", alert.severity, alert.rule.title()), 150);
-    let field = |label: &str, value: &str| json!({"type": "mrkdwn", "text": clip(&format!("*{label}:*\n{}", escape(value)), 2000)});
+    // Clip the raw value, then escape: clipping after could cut an entity.
+    let field = |label: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{label}:*\n{}", code(&clip(value, 1500)))});
     let mut fields = vec![
         field("Principal", &alert.principal),
         field("Resource", &alert.resource),
@@ -53,25 +67,29 @@ pub fn payload(alert: &Alert) -> Value {
     if alert.folded > 0 {
         fields.push(field("Folded", &format!("{} similar", alert.folded)));
     }
-    let mut context = format!("rule `{}`", alert.rule);
-    for key in ["callerIp", "userAgent"] {
+    let mut context = format!("rule {}", alert.rule);
+    for key in ["callerIp", "userAgent", "delegationChain"] {
         if let Some(v) = alert.details.get(key) {
-            context.push_str(&format!(" | {key} {}", escape(v)));
+            context.push_str(&format!(" | {key} {}", clip(v, 500)));
         }
     }
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": false}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&escape(&alert.summary), 3000)}}),
+        json!({"type": "header", "text": plain(escape(&header))}),
+        // Plain text: the summary quotes principals and resources verbatim.
+        json!({"type": "section", "text": plain(escape(&clip(&alert.summary, 2900)))}),
         json!({"type": "section", "fields": fields}),
-        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context, 3000)}]}),
+        json!({"type": "context", "elements": [plain(escape(&clip(&context, 2900)))]}),
     ];
     if let Some(link) = &alert.link {
         blocks.push(json!({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Logs Explorer"}, "url": link}
+            {"type": "button", "text": plain("Logs Explorer".into()), "url": link}
         ]}));
     }
     json!({
-        "text": clip(&format!("[{}] {}", alert.severity, alert.summary), 3000),
+        // What notifications and old clients show: escaped, and not parsed
+        // as mrkdwn at all.
+        "text": escape(&clip(&format!("[{}] {}", alert.severity, alert.summary), 2900)),
+        "mrkdwn": false,
         "blocks": blocks,
     })
 }
