@@ -8,6 +8,7 @@ use crate::Result;
 use crate::audit_log::LogEntry;
 use crate::bus::{Bus, Message};
 use crate::names;
+use crate::notice::RotationNotice;
 
 /// Records every published message with its topic, in order. To make it
 /// fail, wrap it in [`super::Flaky`].
@@ -45,6 +46,15 @@ impl RecordingBus {
         self.on(names::TOPIC_AUDIT_LOGS)
             .iter()
             .map(|m| serde_json::from_slice(&m.data).expect("an audit entry"))
+            .collect()
+    }
+
+    /// The rotation notices published to `patchpanda-rotation-events`,
+    /// parsed, oldest first. Panics on one that does not parse.
+    pub fn notices(&self) -> Vec<RotationNotice> {
+        self.on(names::TOPIC_ROTATION_EVENTS)
+            .iter()
+            .map(|m| RotationNotice::from_data(&m.data).expect("a rotation notice"))
             .collect()
     }
 
@@ -93,5 +103,21 @@ mod tests {
         bus.clear();
         assert!(bus.is_empty());
         bus.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn parses_the_notices_on_the_rotation_topic_only() {
+        use crate::notice::NoticeEvent;
+        let bus = RecordingBus::new();
+        let n = RotationNotice::new("s", NoticeEvent::Started, "r-1");
+        bus.publish(names::TOPIC_ROTATION_EVENTS, n.to_message())
+            .await
+            .unwrap();
+        bus.publish("other", Message::new("not a notice"))
+            .await
+            .unwrap();
+        let notices = bus.notices();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].event, NoticeEvent::Started);
     }
 }

@@ -40,6 +40,33 @@ pub enum Call {
     SetPrimary,
 }
 
+impl Call {
+    /// Every [`SecretStore`] call: fail them all to take a whole store down.
+    pub const SECRET_STORE: [Call; 10] = [
+        Call::CreateSecret,
+        Call::GetSecret,
+        Call::ListSecrets,
+        Call::DeleteSecret,
+        Call::AddVersion,
+        Call::Access,
+        Call::GetVersion,
+        Call::ListVersions,
+        Call::SetState,
+        Call::UpdateSecret,
+    ];
+    /// Every [`Bus`] call.
+    pub const BUS: [Call; 2] = [Call::Publish, Call::Check];
+    /// Every [`Kms`] call.
+    pub const KMS: [Call; 6] = [
+        Call::Encrypt,
+        Call::Decrypt,
+        Call::KeyInfo,
+        Call::ListKeyVersions,
+        Call::CreateKeyVersion,
+        Call::SetPrimary,
+    ];
+}
+
 /// Runs before each call of its kind (after it is counted, before any
 /// planned failure): wait at a barrier, a gate, signal a test...
 pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -94,6 +121,14 @@ impl<T> Flaky<T> {
     /// Every call of kind `call` fails with `error` until healed.
     pub fn fail_always(&self, call: Call, error: Error) {
         self.fail_next(call, usize::MAX, error);
+    }
+
+    /// Every call of each kind in `calls` fails with `error` until healed
+    /// (e.g. [`Call::SECRET_STORE`]: the whole store is down).
+    pub fn fail_always_all(&self, calls: &[Call], error: Error) {
+        for &call in calls {
+            self.fail_always(call, error.clone());
+        }
     }
 
     /// Cancels every planned failure.
@@ -275,5 +310,19 @@ mod tests {
         bus.heal();
         bus.check().await.unwrap();
         assert_eq!(seen.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn takes_a_whole_backend_down_until_healed() {
+        let bus = Flaky::new(RecordingBus::new());
+        bus.fail_always_all(&Call::BUS, Error::Unavailable("down".into()));
+        for _ in 0..3 {
+            assert!(bus.publish("t", Message::new("x")).await.is_err());
+            assert!(bus.check().await.is_err());
+        }
+        bus.heal();
+        bus.publish("t", Message::new("y")).await.unwrap();
+        bus.check().await.unwrap();
+        assert_eq!(bus.inner().len(), 1);
     }
 }
