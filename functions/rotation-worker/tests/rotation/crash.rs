@@ -43,7 +43,7 @@ async fn a_crash_after_any_step_is_resumed_by_the_next_trigger() {
             "{point:?}: {err}"
         );
 
-        env.clock.advance(Duration::from_secs(301));
+        env.clock.advance_std(Duration::from_secs(301));
         let out = env.rotator().rotate(WH, false).await.unwrap();
         assert!(out.resumed, "{point:?}");
         assert_eq!(out.result, NoticeEvent::Rotated);
@@ -77,7 +77,7 @@ async fn the_hourly_finish_carries_on_a_crashed_rotation() {
     let env = TestEnv::new(true).await;
     let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::Set));
     crashing.rotate(WH, false).await.unwrap_err();
-    env.clock.advance(Duration::from_secs(600));
+    env.clock.advance_std(Duration::from_secs(600));
     let report = env.rotator().finish().await.unwrap();
     assert_eq!(report.resumed.len(), 1);
     assert_eq!(report.resumed[0].result, "rotated");

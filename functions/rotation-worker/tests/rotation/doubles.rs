@@ -1,131 +1,57 @@
-//! Doubles for one misbehaviour each: a Secret Manager that answers a
-//! guarded write with FAILED_PRECONDITION once (as GCP answers a stale
-//! etag), a KMS whose new primary fails its test, and a GitHub App that
-//! takes its time.
+//! Misbehaviours beyond what `Flaky` plans by itself: another writer that
+//! changes a secret just before one of the rotation's guarded writes (so
+//! Secret Manager's etag check answers it FAILED_PRECONDITION), and a GitHub
+//! App that takes its time.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use patchpanda_shared::kms::{KeyInfo, KeyVersion, Kms};
-use patchpanda_shared::secrets::{
-    AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
-};
-use patchpanda_shared::{Error, Result, SecretValue};
+use patchpanda_shared::SecretValue;
+use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
 use rotation_worker::{AppApi, AppApiError, AppFactory};
 
-use crate::support::MemStore;
+use crate::support::{Call, Flaky, MemorySecretStore};
 
-/// Lets `skip` guarded writes through, then answers the next one with
-/// FAILED_PRECONDITION without applying it, like Secret Manager when
-/// another writer changed the secret in between.
-pub struct StaleEtagOnce {
-    pub inner: Arc<MemStore>,
-    pub skip: usize,
-    seen: AtomicUsize,
-    pub fired: AtomicBool,
-}
-
-impl StaleEtagOnce {
-    pub fn new(inner: Arc<MemStore>, skip: usize) -> Self {
-        Self {
-            inner,
-            skip,
-            seen: AtomicUsize::new(0),
-            fired: AtomicBool::new(false),
-        }
-    }
-}
-
-#[async_trait]
-impl SecretStore for StaleEtagOnce {
-    async fn create_secret(&self, id: &str) -> Result<Secret> {
-        self.inner.create_secret(id).await
-    }
-    async fn get_secret(&self, id: &str) -> Result<Secret> {
-        self.inner.get_secret(id).await
-    }
-    async fn list_secrets(&self) -> Result<Vec<Secret>> {
-        self.inner.list_secrets().await
-    }
-    async fn delete_secret(&self, id: &str) -> Result<()> {
-        self.inner.delete_secret(id).await
-    }
-    async fn add_version(&self, id: &str, data: &[u8]) -> Result<SecretVersion> {
-        self.inner.add_version(id, data).await
-    }
-    async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
-        self.inner.access(id, version).await
-    }
-    async fn get_version(&self, id: &str, version: &VersionRef) -> Result<SecretVersion> {
-        self.inner.get_version(id, version).await
-    }
-    async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>> {
-        self.inner.list_versions(id).await
-    }
-    async fn set_state(&self, id: &str, number: u64, change: StateChange) -> Result<SecretVersion> {
-        self.inner.set_state(id, number, change).await
-    }
-    async fn update_secret(
-        &self,
-        id: &str,
-        update: SecretUpdate,
-        etag: Option<&str>,
-    ) -> Result<Secret> {
-        if etag.is_some()
-            && self.seen.fetch_add(1, Ordering::SeqCst) == self.skip
-            && !self.fired.swap(true, Ordering::SeqCst)
-        {
-            return Err(Error::FailedPrecondition(
-                "The etag provided does not match the current etag".into(),
-            ));
-        }
-        self.inner.update_secret(id, update, etag).await
-    }
-}
-
-/// A KMS whose encrypt fails while `broken` is set (a new primary that
-/// does not work), and whose set-primary is unavailable while
-/// `set_primary_down` is; otherwise the wrapped one.
-pub struct BrokenEncrypt {
-    pub inner: Arc<dyn Kms>,
-    pub broken: AtomicBool,
-    pub set_primary_down: AtomicBool,
-}
-
-#[async_trait]
-impl Kms for BrokenEncrypt {
-    async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(Error::FailedPrecondition(
-                "The request cannot be fulfilled: key version is not enabled".into(),
-            ));
-        }
-        self.inner.encrypt(plaintext, aad).await
-    }
-    async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<SecretValue> {
-        self.inner.decrypt(ciphertext, aad).await
-    }
-    async fn key_info(&self) -> Result<KeyInfo> {
-        self.inner.key_info().await
-    }
-    async fn list_versions(&self) -> Result<Vec<KeyVersion>> {
-        self.inner.list_versions().await
-    }
-    async fn create_version(&self) -> Result<KeyVersion> {
-        self.inner.create_version().await
-    }
-    async fn set_primary(&self, number: u64) -> Result<KeyInfo> {
-        if self.set_primary_down.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable(
-                "The service is currently unavailable.".into(),
-            ));
-        }
-        self.inner.set_primary(number).await
-    }
+/// From now on, lets `skip` secret updates through, then, just before the
+/// next one reaches the store, another writer rewrites every secret's
+/// annotations unchanged: the store gives each a new etag, so that update
+/// (made with the etag its writer read) is refused FAILED_PRECONDITION by
+/// the store's own check, as Secret Manager refuses a stale etag. Once only.
+/// The returned flag says whether it happened.
+pub fn stale_etag_before_update(
+    store: &Arc<Flaky<MemorySecretStore>>,
+    skip: usize,
+) -> Arc<AtomicBool> {
+    let fired = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let weak: Weak<Flaky<MemorySecretStore>> = Arc::downgrade(store);
+    let flag = fired.clone();
+    store.before(
+        Call::UpdateSecret,
+        Arc::new(move || {
+            let due = seen.fetch_add(1, Ordering::SeqCst) == skip;
+            let (weak, flag) = (weak.clone(), flag.clone());
+            Box::pin(async move {
+                let Some(store) = weak.upgrade().filter(|_| due) else {
+                    return;
+                };
+                let other = store.inner();
+                for secret in other.list_secrets().await.unwrap() {
+                    let touch = SecretUpdate {
+                        aliases: None,
+                        annotations: Some(secret.annotations),
+                    };
+                    other.update_secret(&secret.id, touch, None).await.unwrap();
+                }
+                flag.store(true, Ordering::SeqCst);
+            })
+        }),
+    );
+    fired
 }
 
 /// A GitHub App that answers PATCH /app/hook/config only after `delay`

@@ -25,20 +25,20 @@ async fn finish_ends_grace_and_retention_but_keeps_current_and_previous() {
     let report = r.finish().await.unwrap();
     assert!(report.disabled.is_empty(), "{report:?}");
 
-    env.clock.advance(Duration::from_secs(2 * 3600));
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
     r.rotate(WH, false).await.unwrap(); // v3 current, v2 previous, v1 loose
     let report = r.finish().await.unwrap();
     let disabled: Vec<u64> = report.disabled.iter().map(|c| c.version).collect();
     assert_eq!(disabled, [1]);
     assert_eq!(env.version(WH, 2).await.state, VersionState::Enabled);
 
-    env.clock.advance(Duration::from_secs(2 * 3600));
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
     let report = r.finish().await.unwrap();
     let disabled: Vec<u64> = report.disabled.iter().map(|c| c.version).collect();
     assert_eq!(disabled, [2], "grace over");
     assert!(report.destroyed.is_empty());
 
-    env.clock.advance(Duration::from_secs(31 * 86400));
+    env.clock.advance_std(Duration::from_secs(31 * 86400));
     let report = r.finish().await.unwrap();
     let destroyed: Vec<u64> = report.destroyed.iter().map(|c| c.version).collect();
     assert_eq!(destroyed, [1], "v2 is previous and is kept");

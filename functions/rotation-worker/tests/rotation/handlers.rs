@@ -131,7 +131,7 @@ async fn a_retried_finish_run_gets_the_first_answer() {
     let r = Arc::new(env.rotator());
     r.rotate(WH, false).await.unwrap();
     let h = Arc::new(RotationWorker::shared(r.clone())).finish_handler();
-    env.clock.advance(Duration::from_secs(2 * 3600));
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
     let key = Some(("projects/p/locations/l/jobs/finish", "2026-11-28T20:00:00Z"));
     let first = h.clone().oneshot(job("", key)).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&first.body).unwrap();

@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
-use patchpanda_shared::names;
+use patchpanda_shared::kms::Kms;
 use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::runtime::HandlerError;
 use patchpanda_shared::secrets::{SecretStore, VersionState};
+use patchpanda_shared::{Error, names};
 use rotation_worker::protocol::ANNOTATION_ROTATION;
 use rotation_worker::{CrashPoint, RotationError};
 
-use crate::support::{self, APP_KEY, NEXT_KEY, TestEnv, WEAK_KEY};
+use crate::support::{self, APP_KEY, Call, NEXT_KEY, TestEnv, WEAK_KEY};
 use crate::{PK, WH};
 
 #[tokio::test]
@@ -55,7 +56,7 @@ async fn kms_rotation_makes_a_new_primary_and_old_ciphertext_still_decrypts() {
         .await
         .unwrap_err();
     assert!(matches!(err, RotationError::InProgress { .. }), "{err}");
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
     assert_eq!(out.version, Some(before + 2));
     assert!(out.resumed);
@@ -65,25 +66,21 @@ async fn kms_rotation_makes_a_new_primary_and_old_ciphertext_still_decrypts() {
     );
 }
 
-fn kms_rotator(
-    env: &TestEnv,
-    kms: Arc<dyn patchpanda_shared::kms::Kms>,
-) -> rotation_worker::Rotator {
-    rotation_worker::Rotator::new(env.store.clone(), kms, env.bus.clone(), env.settings())
-}
-
 /// Issue 14.5: the new primary is proven by an encrypt and a decrypt; if
 /// that fails the old primary is put back and the rotation says so.
 #[tokio::test]
 async fn a_kms_version_that_fails_its_test_is_not_left_primary() {
     let env = TestEnv::new(false).await;
     let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
-    let kms = Arc::new(crate::doubles::BrokenEncrypt {
-        inner: env.kms.clone(),
-        broken: true.into(),
-        set_primary_down: false.into(),
-    });
-    let err = kms_rotator(&env, kms.clone())
+    // A new primary that does not work.
+    env.kms.fail_always(
+        Call::Encrypt,
+        Error::FailedPrecondition(
+            "The request cannot be fulfilled: key version is not enabled".into(),
+        ),
+    );
+    let err = env
+        .rotator()
         .rotate(names::KMS_KEY, false)
         .await
         .unwrap_err();
@@ -97,11 +94,8 @@ async fn a_kms_version_that_fails_its_test_is_not_left_primary() {
     assert_eq!(last.event, NoticeEvent::RolledBack);
     assert_eq!(last.version, Some(before + 1));
     // Nothing is left in flight: the next rotation starts afresh.
-    kms.broken.store(false, Ordering::SeqCst);
-    let out = kms_rotator(&env, kms)
-        .rotate(names::KMS_KEY, false)
-        .await
-        .unwrap();
+    env.kms.heal();
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
     assert!(!out.resumed);
     assert_eq!(out.version, Some(before + 2));
 }
@@ -141,7 +135,7 @@ async fn a_kms_rotation_crashed_after_set_primary_is_announced_on_resume() {
             .iter()
             .all(|n| n.event != NoticeEvent::Rotated)
     );
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
     assert!(out.resumed);
     assert_eq!(
@@ -167,21 +161,18 @@ async fn a_kms_rotation_crashed_after_set_primary_is_announced_on_resume() {
 async fn a_kms_outage_pauses_and_the_next_trigger_resumes_at_once() {
     let env = TestEnv::new(false).await;
     let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
-    let kms = Arc::new(crate::doubles::BrokenEncrypt {
-        inner: env.kms.clone(),
-        broken: false.into(),
-        set_primary_down: true.into(),
-    });
-    let err = kms_rotator(&env, kms.clone())
+    env.kms.fail_always(
+        Call::SetPrimary,
+        Error::Unavailable("The service is currently unavailable.".into()),
+    );
+    let err = env
+        .rotator()
         .rotate(names::KMS_KEY, false)
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    kms.set_primary_down.store(false, Ordering::SeqCst);
-    let out = kms_rotator(&env, kms)
-        .rotate(names::KMS_KEY, false)
-        .await
-        .unwrap();
+    env.kms.heal();
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
     assert!(out.resumed);
     assert_eq!(out.version, Some(before + 1));
     assert_eq!(

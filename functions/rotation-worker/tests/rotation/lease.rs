@@ -1,17 +1,15 @@
 //! The etag guard and the lease: lost races are re-read and retried, and a
 //! lease longer than any rotation writes is not honoured.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use patchpanda_shared::notice::NoticeEvent;
 use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
-use rotation_worker::Rotator;
 use rotation_worker::protocol::ANNOTATION_ROTATION;
 
 use crate::WH;
-use crate::doubles::StaleEtagOnce;
+use crate::doubles::stale_etag_before_update;
 use crate::support::TestEnv;
 
 /// Contract 1: Secret Manager answers a stale etag with FAILED_PRECONDITION.
@@ -22,18 +20,13 @@ use crate::support::TestEnv;
 async fn a_stale_etag_answered_failed_precondition_is_retried_at_every_write() {
     for skip in 0.. {
         let env = TestEnv::new(false).await;
-        let store = Arc::new(StaleEtagOnce::new(env.store.clone(), skip));
-        let r = Rotator::new(
-            store.clone(),
-            env.kms.clone(),
-            env.bus.clone(),
-            env.settings(),
-        );
-        let out = r
+        let fired = stale_etag_before_update(&env.store, skip);
+        let out = env
+            .rotator()
             .rotate(WH, false)
             .await
             .unwrap_or_else(|e| panic!("write {skip}: {e}"));
-        if !store.fired.load(Ordering::SeqCst) {
+        if !fired.load(Ordering::SeqCst) {
             // Past the rotation's last write.
             assert!(skip >= 5, "only {skip} guarded writes");
             break;
@@ -47,17 +40,11 @@ async fn a_stale_etag_answered_failed_precondition_is_retried_at_every_write() {
     // finish's own bookkeeping write too.
     let env = TestEnv::new(false).await;
     env.rotator().rotate(WH, false).await.unwrap();
-    env.clock.advance(Duration::from_secs(2 * 3600));
-    let store = Arc::new(StaleEtagOnce::new(env.store.clone(), 0));
-    let r = Rotator::new(
-        store.clone(),
-        env.kms.clone(),
-        env.bus.clone(),
-        env.settings(),
-    );
-    let report = r.finish().await.unwrap();
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
+    let fired = stale_etag_before_update(&env.store, 0);
+    let report = env.rotator().finish().await.unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
-    assert!(store.fired.load(Ordering::SeqCst));
+    assert!(fired.load(Ordering::SeqCst));
 }
 
 async fn plant(env: &TestEnv, lease_until: chrono::DateTime<chrono::Utc>) {

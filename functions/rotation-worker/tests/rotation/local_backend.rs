@@ -40,11 +40,10 @@ async fn the_local_backend_rotates_resumes_and_rolls_back() {
     };
     b.secrets.update_secret(&id, current, None).await.unwrap();
 
-    let clock = support::TestClock::new();
+    let clock = support::ManualClock::default();
     let rotator = |crash: Option<CrashPoint>| {
         let mut s = rotation_worker::Settings::from_config(&config, &env).unwrap();
-        let c = clock.clone();
-        s.clock = Arc::new(move || c.now());
+        s.clock = clock.as_fn();
         s.crash_at = crash;
         rotation_worker::Rotator::new(b.secrets.clone(), b.kms.clone(), b.bus.clone(), s)
     };
@@ -53,7 +52,7 @@ async fn the_local_backend_rotates_resumes_and_rolls_back() {
         .await
         .unwrap_err();
     assert_eq!(err, RotationError::Crashed(CrashPoint::VersionAdded));
-    clock.advance(Duration::from_secs(301));
+    clock.advance_std(Duration::from_secs(301));
     let out = rotator(None).rotate(WH, false).await.unwrap();
     assert!(out.resumed);
     assert_eq!((out.version, out.previous_version), (Some(2), Some(1)));

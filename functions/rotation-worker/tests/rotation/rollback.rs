@@ -53,7 +53,7 @@ async fn rollback_of_a_crashed_rotation_undoes_it_whatever_the_step() {
     // While the crashed worker's lease lasts, the operator is told to wait.
     let err = env.rotator().rollback(WH).await.unwrap_err();
     assert!(matches!(err, RotationError::InProgress { .. }), "{err}");
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let out = env.rotator().rollback(WH).await.unwrap();
     assert_eq!(out.result, NoticeEvent::RolledBack);
     assert_eq!(out.version, Some(1));
@@ -68,7 +68,7 @@ async fn rollback_of_a_crashed_rotation_undoes_it_whatever_the_step() {
     let env = TestEnv::new(true).await;
     let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::Finished));
     crashing.rotate(WH, false).await.unwrap_err();
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let out = env.rotator().rollback(WH).await.unwrap();
     assert_eq!((out.version, out.previous_version), (Some(1), Some(2)));
     assert_eq!(env.github().hook_secret(), env.value(WH, 1).await);
@@ -151,7 +151,7 @@ async fn a_rollback_crashed_after_github_is_marked_and_finished_later() {
         (NoticeEvent::Started, Some(1))
     );
 
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let report = env.rotator().finish().await.unwrap();
     assert_eq!(report.resumed.len(), 1, "{report:?}");
     let s = env.secret(WH).await;

@@ -54,7 +54,7 @@ async fn webhook_rotation_updates_github_and_moves_aliases() {
     assert_eq!(notices[0].version, None);
     assert_eq!(notices[1].version, Some(2));
     assert_eq!(notices[1].rotation_id, notices[0].rotation_id);
-    let rotated = env.bus.messages().pop().unwrap();
+    let rotated = env.bus.on(names::TOPIC_ROTATION_EVENTS).pop().unwrap();
     assert_eq!(rotated.attributes["secret"], WH);
     assert_eq!(rotated.attributes["event"], "rotated");
     assert_eq!(rotated.attributes["version"], "2");
@@ -161,7 +161,7 @@ async fn a_github_outage_pauses_then_resumes_or_times_out_into_a_rollback() {
     gh.patch_status.store(502, Ordering::SeqCst);
     let err = env.rotator().rotate(WH, false).await.unwrap_err();
     assert!(matches!(err, RotationError::Paused { .. }));
-    env.clock.advance(Duration::from_secs(2 * 3600));
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
     // GitHub still down: the rollback cannot give it the old secret back
     // yet (the 502 may have been applied), so it pauses too.
     let err = env.rotator().rotate(WH, false).await.unwrap_err();
@@ -198,7 +198,7 @@ async fn an_emergency_rotation_disables_the_old_version_at_once() {
         !s.annotations
             .contains_key(names::ANNOTATION_PREVIOUS_VALID_UNTIL)
     );
-    let rotated = env.bus.messages().pop().unwrap();
+    let rotated = env.bus.on(names::TOPIC_ROTATION_EVENTS).pop().unwrap();
     assert_eq!(rotated.attributes["emergency"], "true");
     assert!(
         env.bus

@@ -230,7 +230,7 @@ async fn a_service_account_key_is_created_proven_promoted_and_the_old_one_delete
     // Within the grace both keys live; after it finish deletes the old one
     // at IAM and disables its version.
     assert!(iam.is_live("key1") && iam.is_live("key2"));
-    env.clock.advance(Duration::from_secs(2 * 3600));
+    env.clock.advance_std(Duration::from_secs(2 * 3600));
     let report = r.finish().await.unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(!iam.is_live("key1"), "the old key was not deleted at IAM");

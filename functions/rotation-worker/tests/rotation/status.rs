@@ -49,7 +49,7 @@ async fn status_shows_versions_grace_due_and_the_kms_key() {
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["secrets"][1]["current"]["number"], 2);
 
-    env.clock.advance(Duration::from_secs(400 * 86400));
+    env.clock.advance_std(Duration::from_secs(400 * 86400));
     let status = env.rotator().status().await.unwrap();
     let pk = status.secrets.iter().find(|s| s.secret == PK).unwrap();
     assert!(pk.due, "{pk:?}");

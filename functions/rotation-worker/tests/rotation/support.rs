@@ -1,33 +1,26 @@
-//! Test doubles: a Secret Manager in memory that keeps its rules (etags
-//! change on every update and guard it with FailedPrecondition, as Secret Manager does; aliases only name live
-//! versions; aliased versions cannot be destroyed; only enabled versions can
-//! be read), a bus that records, a clock tests move, and a stub GitHub that
-//! checks the App JWT's signature, issuer and lifetime.
+//! The test environment: the shared doubles (`patchpanda_shared::testing`:
+//! Secret Manager in memory, which answers a stale etag FAILED_PRECONDITION
+//! as Secret Manager does; a recording bus; a hand-moved clock), each store
+//! and KMS wrapped in `Flaky` so a test can make it misbehave, the local KMS
+//! keyring, and a stub GitHub that checks the App JWT's signature, issuer
+//! and lifetime.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use patchpanda_shared::bus::{Bus, Message};
-use patchpanda_shared::kms::Kms;
 use patchpanda_shared::kms::local::LocalKms;
 use patchpanda_shared::local::Home;
-use patchpanda_shared::notice::RotationNotice;
-use patchpanda_shared::secrets::{
-    AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
-    VersionState,
-};
-use patchpanda_shared::{Error, Result, SecretValue, names};
+use patchpanda_shared::names;
+use patchpanda_shared::secrets::{Secret, SecretStore, SecretUpdate, SecretVersion, VersionRef};
+pub use patchpanda_shared::testing::{Call, Flaky, ManualClock, MemorySecretStore, RecordingBus};
 use rotation_worker::{GitHubSettings, Rotator, Settings};
 use serde_json::{Value, json};
 
@@ -38,296 +31,6 @@ pub const NEXT_PUB: &str = include_str!("fixtures/next-key.pub.pem");
 pub const WEAK_KEY: &str = include_str!("fixtures/weak-1024.pem");
 pub const APP_ID: &str = "12345";
 pub const INITIAL_WEBHOOK_SECRET: &str = "initial-webhook-secret-for-tests";
-
-// ---------------------------------------------------------------------------
-
-#[derive(Clone)]
-pub struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(Utc::now())))
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-
-    pub fn advance(&self, d: Duration) {
-        *self.0.lock().unwrap() += chrono::Duration::from_std(d).unwrap();
-    }
-}
-
-// ---------------------------------------------------------------------------
-
-struct MemVersion {
-    meta: SecretVersion,
-    value: Option<Vec<u8>>,
-}
-
-struct MemSecret {
-    meta: Secret,
-    versions: BTreeMap<u64, MemVersion>,
-}
-
-pub struct MemStore {
-    clock: TestClock,
-    etags: AtomicU64,
-    secrets: Mutex<BTreeMap<String, MemSecret>>,
-}
-
-impl MemStore {
-    pub fn new(clock: TestClock) -> Self {
-        Self {
-            clock,
-            etags: AtomicU64::new(1),
-            secrets: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn etag(&self) -> String {
-        format!("\"{}\"", self.etags.fetch_add(1, Ordering::SeqCst))
-    }
-}
-
-fn not_found(what: &str) -> Error {
-    Error::NotFound(what.to_string())
-}
-
-fn resolve(s: &MemSecret, v: &VersionRef) -> Result<u64> {
-    match v {
-        VersionRef::Number(n) if s.versions.contains_key(n) => Ok(*n),
-        VersionRef::Number(n) => Err(not_found(&format!("version {n}"))),
-        VersionRef::Alias(a) => s
-            .meta
-            .aliases
-            .get(a)
-            .copied()
-            .ok_or_else(|| not_found(&format!("alias {a}"))),
-        VersionRef::Latest => s
-            .versions
-            .keys()
-            .max()
-            .copied()
-            .ok_or_else(|| not_found("latest")),
-    }
-}
-
-#[async_trait]
-impl SecretStore for MemStore {
-    async fn create_secret(&self, id: &str) -> Result<Secret> {
-        let mut all = self.secrets.lock().unwrap();
-        if all.contains_key(id) {
-            return Err(Error::AlreadyExists(id.to_string()));
-        }
-        let meta = Secret {
-            id: id.to_string(),
-            create_time: self.clock.now(),
-            aliases: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            etag: self.etag(),
-            next_rotation_time: None,
-            rotation_period: None,
-        };
-        all.insert(
-            id.to_string(),
-            MemSecret {
-                meta: meta.clone(),
-                versions: BTreeMap::new(),
-            },
-        );
-        Ok(meta)
-    }
-
-    async fn get_secret(&self, id: &str) -> Result<Secret> {
-        let all = self.secrets.lock().unwrap();
-        all.get(id)
-            .map(|s| s.meta.clone())
-            .ok_or_else(|| not_found(id))
-    }
-
-    async fn list_secrets(&self) -> Result<Vec<Secret>> {
-        Ok(self
-            .secrets
-            .lock()
-            .unwrap()
-            .values()
-            .map(|s| s.meta.clone())
-            .collect())
-    }
-
-    async fn delete_secret(&self, id: &str) -> Result<()> {
-        self.secrets
-            .lock()
-            .unwrap()
-            .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| not_found(id))
-    }
-
-    async fn add_version(&self, id: &str, data: &[u8]) -> Result<SecretVersion> {
-        if data.is_empty() {
-            return Err(Error::InvalidArgument(
-                "Secret Payload cannot be empty.".into(),
-            ));
-        }
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).ok_or_else(|| not_found(id))?;
-        let number = s.versions.keys().max().copied().unwrap_or(0) + 1;
-        let meta = SecretVersion {
-            secret: id.to_string(),
-            number,
-            state: VersionState::Enabled,
-            create_time: self.clock.now(),
-            destroy_time: None,
-        };
-        s.versions.insert(
-            number,
-            MemVersion {
-                meta: meta.clone(),
-                value: Some(data.to_vec()),
-            },
-        );
-        Ok(meta)
-    }
-
-    async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| not_found(id))?;
-        let v = &s.versions[&resolve(s, version)?];
-        match (&v.value, v.meta.state) {
-            (Some(value), VersionState::Enabled) => Ok(AccessedVersion {
-                version: v.meta.clone(),
-                value: SecretValue::from(value.clone()),
-            }),
-            _ => Err(Error::FailedPrecondition(format!(
-                "version {} is {}",
-                v.meta.number, v.meta.state
-            ))),
-        }
-    }
-
-    async fn get_version(&self, id: &str, version: &VersionRef) -> Result<SecretVersion> {
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| not_found(id))?;
-        Ok(s.versions[&resolve(s, version)?].meta.clone())
-    }
-
-    async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>> {
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| not_found(id))?;
-        Ok(s.versions.values().rev().map(|v| v.meta.clone()).collect())
-    }
-
-    async fn set_state(&self, id: &str, number: u64, change: StateChange) -> Result<SecretVersion> {
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).ok_or_else(|| not_found(id))?;
-        let aliased = s.meta.aliases.values().any(|n| *n == number);
-        let now = self.clock.now();
-        let v = s
-            .versions
-            .get_mut(&number)
-            .ok_or_else(|| not_found(&format!("version {number}")))?;
-        if v.meta.state == VersionState::Destroyed {
-            return Err(Error::FailedPrecondition(format!(
-                "version {number} is destroyed"
-            )));
-        }
-        match change {
-            StateChange::Enable => v.meta.state = VersionState::Enabled,
-            StateChange::Disable => v.meta.state = VersionState::Disabled,
-            StateChange::Destroy if aliased => {
-                return Err(Error::FailedPrecondition(format!(
-                    "version {number} has an alias; move it first"
-                )));
-            }
-            StateChange::Destroy => {
-                v.meta.state = VersionState::Destroyed;
-                v.meta.destroy_time = Some(now);
-                v.value = None;
-            }
-        }
-        Ok(v.meta.clone())
-    }
-
-    async fn update_secret(
-        &self,
-        id: &str,
-        update: SecretUpdate,
-        etag: Option<&str>,
-    ) -> Result<Secret> {
-        let new_etag = self.etag();
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).ok_or_else(|| not_found(id))?;
-        if let Some(e) = etag
-            && e != s.meta.etag
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "etag {e} does not match"
-            )));
-        }
-        if let Some(aliases) = &update.aliases {
-            for (alias, n) in aliases {
-                match s.versions.get(n) {
-                    Some(v) if v.meta.state != VersionState::Destroyed => {}
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "alias {alias} names version {n}, which does not exist or is destroyed"
-                        )));
-                    }
-                }
-            }
-        }
-        if let Some(a) = update.aliases {
-            s.meta.aliases = a;
-        }
-        if let Some(a) = update.annotations {
-            s.meta.annotations = a;
-        }
-        s.meta.etag = new_etag;
-        Ok(s.meta.clone())
-    }
-}
-
-// ---------------------------------------------------------------------------
-
-#[derive(Default)]
-pub struct RecordingBus {
-    published: Mutex<Vec<(String, Message)>>,
-}
-
-impl RecordingBus {
-    /// Messages on the rotation topic, oldest first.
-    pub fn messages(&self) -> Vec<Message> {
-        self.published
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| t == names::TOPIC_ROTATION_EVENTS)
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-
-    pub fn notices(&self) -> Vec<RotationNotice> {
-        self.messages()
-            .iter()
-            .map(|m| RotationNotice::from_data(&m.data).unwrap())
-            .collect()
-    }
-}
-
-#[async_trait]
-impl Bus for RecordingBus {
-    async fn publish(&self, topic: &str, message: Message) -> Result<String> {
-        let mut p = self.published.lock().unwrap();
-        p.push((topic.to_string(), message));
-        Ok(p.len().to_string())
-    }
-
-    async fn check(&self) -> Result<()> {
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------------------
 
@@ -502,10 +205,12 @@ async fn patch_hook_json(stub: Arc<StubGitHub>, headers: HeaderMap, body: Value)
 // ---------------------------------------------------------------------------
 
 pub struct TestEnv {
-    pub store: Arc<MemStore>,
-    pub kms: Arc<dyn Kms>,
+    /// Healthy until a test plans a failure or a hook on it.
+    pub store: Arc<Flaky<MemorySecretStore>>,
+    /// The local KMS keyring; healthy until a test plans a failure.
+    pub kms: Arc<Flaky<LocalKms>>,
     pub bus: Arc<RecordingBus>,
-    pub clock: TestClock,
+    pub clock: ManualClock,
     pub github: Option<Arc<StubGitHub>>,
     _home: tempfile::TempDir,
 }
@@ -515,10 +220,11 @@ impl TestEnv {
     pub async fn new(with_github: bool) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::open(dir.path()).unwrap();
-        let kms: Arc<dyn Kms> =
-            Arc::new(LocalKms::open(&home, names::PRINCIPAL_ROTATION_WORKER, None).unwrap());
-        let clock = TestClock::new();
-        let store = Arc::new(MemStore::new(clock.clone()));
+        let kms = Arc::new(Flaky::new(
+            LocalKms::open(&home, names::PRINCIPAL_ROTATION_WORKER, None).unwrap(),
+        ));
+        let clock = ManualClock::default();
+        let store = Arc::new(Flaky::new(MemorySecretStore::with_clock(clock.clone())));
         let github = match with_github {
             true => Some(StubGitHub::start(INITIAL_WEBHOOK_SECRET).await),
             false => None,
@@ -526,7 +232,7 @@ impl TestEnv {
         let env = TestEnv {
             store,
             kms,
-            bus: Arc::new(RecordingBus::default()),
+            bus: Arc::new(RecordingBus::new()),
             clock,
             github,
             _home: dir,
@@ -564,8 +270,7 @@ impl TestEnv {
             names::DEFAULT_SECRET_PREFIX,
             names::PRINCIPAL_ROTATION_WORKER,
         );
-        let clock = self.clock.clone();
-        s.clock = Arc::new(move || clock.now());
+        s.clock = self.clock.as_fn();
         s.github = self
             .github
             .as_ref()

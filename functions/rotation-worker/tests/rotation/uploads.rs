@@ -149,7 +149,7 @@ async fn an_upload_during_a_rotation_waits_for_it() {
     assert_eq!(HandlerError::from(err).status(), StatusCode::CONFLICT);
     // Once the lease lapsed, the redelivery finishes the first rotation,
     // then promotes the second upload.
-    env.clock.advance(Duration::from_secs(301));
+    env.clock.advance_std(Duration::from_secs(301));
     let out = env
         .rotator()
         .promote_upload(PK, second)
