@@ -135,7 +135,7 @@ async fn past_the_budget_large_bodies_get_a_quick_503_while_small_deliveries_flo
         router.clone().oneshot(chunked).await.unwrap().status(),
         StatusCode::ACCEPTED
     );
-    assert_eq!(h.bus.published().len(), 2);
+    assert_eq!(h.bus.inner().messages().len(), 2);
 
     // The held body ends: forged, so 401, and its 20 MiB are given back.
     release.send(Bytes::from_static(b" ")).unwrap();
@@ -151,7 +151,7 @@ async fn past_the_budget_large_bodies_get_a_quick_503_while_small_deliveries_flo
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(h.bus.published().len(), 3);
+    assert_eq!(h.bus.inner().messages().len(), 3);
     assert_eq!(h.wi.budget.used(), 0);
 }
 
@@ -187,5 +187,5 @@ async fn a_body_slower_than_the_read_deadline_is_cut_off_and_a_normal_one_is_not
     *req.body_mut() = paced_body(Bytes::from(payload), 8 * 1024, Duration::from_millis(10));
     let resp = router.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(h.bus.published().len(), 1);
+    assert_eq!(h.bus.inner().messages().len(), 1);
 }

@@ -1,6 +1,5 @@
 //! `GET /ready` is public: a cached verdict, and a body that names nothing.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,7 +25,7 @@ async fn probe(router: &axum::Router) -> (StatusCode, String) {
 async fn ready_answers_from_a_short_lived_cache_with_a_generic_body() {
     let h = Harness::new(&[SECRET], &[]);
     let router = h.router();
-    let checks = || h.bus.checks.load(Ordering::SeqCst);
+    let checks = || h.bus.calls(Call::Check);
 
     for _ in 0..50 {
         assert_eq!(probe(&router).await.0, StatusCode::OK);
@@ -35,7 +34,7 @@ async fn ready_answers_from_a_short_lived_cache_with_a_generic_body() {
 
     // The bus fails: the good verdict stands for its few seconds, then the
     // probe says not ready, without saying what.
-    h.bus.failing.store(true, Ordering::SeqCst);
+    bus_down(&h.bus);
     assert_eq!(probe(&router).await.0, StatusCode::OK);
     tokio::time::advance(Duration::from_secs(6)).await;
     let (status, body) = probe(&router).await;
@@ -50,7 +49,7 @@ async fn ready_answers_from_a_short_lived_cache_with_a_generic_body() {
     assert_eq!(checks(), 2);
 
     // Recovery shows within the short failure interval.
-    h.bus.failing.store(false, Ordering::SeqCst);
+    h.bus.heal();
     tokio::time::advance(Duration::from_secs(3)).await;
     assert_eq!(probe(&router).await.0, StatusCode::OK);
     assert_eq!(checks(), 3);

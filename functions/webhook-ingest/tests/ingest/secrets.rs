@@ -2,7 +2,6 @@
 //! the metadata check, and `previous` during its grace only.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
@@ -30,7 +29,7 @@ async fn a_rotation_notice_reloads_the_secret_at_once() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
-    let (_, m) = h.bus.published().pop().unwrap();
+    let (_, m) = h.bus.inner().messages().pop().unwrap();
     assert_eq!(m.attributes[ATTR_SECRET_VERSION], "2");
 
     // Rotated again right away: mismatch re-reads are rate-limited, so it is
@@ -44,7 +43,7 @@ async fn a_rotation_notice_reloads_the_secret_at_once() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
-    let (_, m) = h.bus.published().pop().unwrap();
+    let (_, m) = h.bus.inner().messages().pop().unwrap();
     assert_eq!(m.attributes[ATTR_SECRET_VERSION], "3");
     // A forged signature is still refused after the re-read.
     assert_status(
@@ -80,7 +79,7 @@ async fn previous_secret_is_accepted_during_grace_only() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
     assert_eq!(
-        h.bus.published().pop().unwrap().1.attributes[ATTR_SECRET_VERSION],
+        h.bus.inner().messages().pop().unwrap().1.attributes[ATTR_SECRET_VERSION],
         "1"
     );
     let reply = h
@@ -89,7 +88,7 @@ async fn previous_secret_is_accepted_during_grace_only() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::ACCEPTED);
     assert_eq!(
-        h.bus.published().pop().unwrap().1.attributes[ATTR_SECRET_VERSION],
+        h.bus.inner().messages().pop().unwrap().1.attributes[ATTR_SECRET_VERSION],
         "2"
     );
 
@@ -126,7 +125,7 @@ async fn forged_signatures_re_read_the_secret_at_most_once_a_minute_outside_a_ro
     h.webhook(signed("push", "ok-1", &body, SECRET))
         .await
         .unwrap();
-    let reads = || h.store.accesses.load(Ordering::SeqCst);
+    let reads = || h.store.calls(Call::Access);
     let loaded = reads();
 
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -148,7 +147,7 @@ async fn forged_signatures_re_read_the_secret_at_most_once_a_minute_outside_a_ro
     tokio::time::advance(Duration::from_secs(3)).await;
     assert_status(h.webhook(forged("f-late")).await, StatusCode::UNAUTHORIZED);
     assert_eq!(reads(), loaded + 2, "a minute later, one more");
-    assert!(h.bus.published().len() == 1);
+    assert!(h.bus.inner().messages().len() == 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -158,7 +157,7 @@ async fn during_an_announced_rotation_a_mismatch_may_re_read_every_second() {
     h.webhook(signed("push", "ok-1", &body, SECRET))
         .await
         .unwrap();
-    let reads = || h.store.accesses.load(Ordering::SeqCst);
+    let reads = || h.store.calls(Call::Access);
 
     // A `started` notice announces a rotation.
     h.notice("webhook-secret", NoticeEvent::Started)
@@ -207,8 +206,8 @@ async fn a_metadata_check_per_interval_catches_an_emergency_rotation() {
     h.webhook(signed("push", "ok-0", &body, SECRET))
         .await
         .unwrap();
-    let checks = || h.store.metadata_reads.load(Ordering::SeqCst);
-    let accesses = || h.store.accesses.load(Ordering::SeqCst);
+    let checks = || h.store.calls(Call::GetSecret);
+    let accesses = || h.store.calls(Call::Access);
     let (c0, a0) = (checks(), accesses());
 
     // Within the 10 s interval of the read: no check at all.
@@ -248,8 +247,8 @@ async fn while_secret_manager_is_down_the_held_secret_keeps_deliveries_flowing_b
     h.webhook(signed("push", "ok-0", &body, SECRET))
         .await
         .unwrap();
-    let checks = || h.store.metadata_reads.load(Ordering::SeqCst);
-    h.store.failing.store(true, Ordering::SeqCst);
+    let checks = || h.store.calls(Call::GetSecret);
+    store_down(&h.store);
     tokio::time::advance(Duration::from_secs(11)).await;
     let c0 = checks();
     for i in 0..5 {

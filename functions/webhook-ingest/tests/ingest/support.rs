@@ -1,14 +1,14 @@
-//! In-memory fakes of the store and the bus, and a harness that calls the
-//! handlers directly.
+//! The shared doubles (`patchpanda_shared::testing`: Secret Manager in
+//! memory and a recording bus, each behind `Flaky` so a test can take it
+//! down and count its calls), the rotation worker's writes on them, and a
+//! harness that calls the handlers directly.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use base64::Engine;
 use chrono::Utc;
-use patchpanda_shared::bus::{Bus, Message};
+use futures::FutureExt;
 use patchpanda_shared::config::{Config, Env};
 use patchpanda_shared::github::signature;
 use patchpanda_shared::names;
@@ -17,11 +17,9 @@ use patchpanda_shared::runtime::events::PushFormat;
 use patchpanda_shared::runtime::{
     Context, HandlerError, HttpRequest, Invocation, PushMessage, Reply, SchedulerJob,
 };
-use patchpanda_shared::secrets::{
-    AccessedVersion, Secret, SecretStore, SecretUpdate, SecretVersion, StateChange, VersionRef,
-    VersionState,
-};
-use patchpanda_shared::{Error, Result, SecretValue};
+use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
+pub use patchpanda_shared::testing::{Call, Flaky, MemorySecretStore, RecordingBus};
+use patchpanda_shared::{Error, Result};
 use tower::ServiceExt;
 use webhook_ingest::{MemoryMark, Settings, WebhookIngest};
 
@@ -73,278 +71,103 @@ pub fn assert_status(r: std::result::Result<Reply, HandlerError>, status: http::
 
 // ---------------------------------------------------------------------------
 
-struct FakeSecret {
-    versions: Vec<(VersionState, SecretValue)>,
-    aliases: BTreeMap<String, u64>,
-    annotations: BTreeMap<String, String>,
-    etag: u64,
-}
-
-/// Secret Manager in a map; `failing` makes every call Unavailable.
-#[derive(Default)]
-pub struct FakeStore {
-    secrets: Mutex<HashMap<String, FakeSecret>>,
-    pub failing: AtomicBool,
-    /// `AccessSecretVersion` calls: payload reads, audited as DATA_READ.
-    pub accesses: AtomicUsize,
-    /// `GetSecret` calls: metadata reads.
-    pub metadata_reads: AtomicUsize,
-}
-
-impl FakeStore {
+/// What the rotation worker writes, done on the store behind the `Flaky`
+/// (so neither counted nor failed). The memory store never waits, so these
+/// run to completion at once.
+pub trait Rotations {
     /// A secret with versions 1..=n, `current` the last, `previous` the one
     /// before (no grace annotation).
-    pub fn seed(&self, id: &str, values: &[&str]) {
+    fn seed(&self, id: &str, values: &[&str]);
+    /// What the rotation worker does: a new version becomes `current`, the
+    /// old one `previous`, with the grace annotation (or none: emergency).
+    fn rotate(&self, id: &str, value: &str, grace_until: Option<&str>);
+    /// What the rotation worker does first: a new version, aliased
+    /// `pending`, announced before GitHub signs with it.
+    fn begin_rotation(&self, id: &str, value: &str);
+    fn annotate(&self, id: &str, grace_until: Option<&str>);
+}
+
+fn at_once<T>(f: impl std::future::Future<Output = Result<T>>) -> T {
+    f.now_or_never()
+        .expect("the memory store never waits")
+        .unwrap()
+}
+
+fn set_aliases(store: &MemorySecretStore, id: &str, aliases: BTreeMap<String, u64>) {
+    let update = SecretUpdate {
+        aliases: Some(aliases),
+        annotations: None,
+    };
+    at_once(store.update_secret(id, update, None));
+}
+
+impl Rotations for Flaky<MemorySecretStore> {
+    fn seed(&self, id: &str, values: &[&str]) {
+        let store = self.inner();
+        at_once(store.create_secret(id));
+        for v in values {
+            at_once(store.add_version(id, v.as_bytes()));
+        }
         let n = values.len() as u64;
         let mut aliases = BTreeMap::from([(names::ALIAS_CURRENT.to_string(), n)]);
         if n > 1 {
             aliases.insert(names::ALIAS_PREVIOUS.to_string(), n - 1);
         }
-        self.secrets.lock().unwrap().insert(
-            id.to_string(),
-            FakeSecret {
-                versions: values
-                    .iter()
-                    .map(|v| (VersionState::Enabled, SecretValue::from(v.to_string())))
-                    .collect(),
-                aliases,
-                annotations: BTreeMap::new(),
-                etag: 1,
-            },
-        );
+        set_aliases(store, id, aliases);
     }
 
-    /// What the rotation worker does: a new version becomes `current`, the
-    /// old one `previous`, with the grace annotation (or none: emergency).
-    pub fn rotate(&self, id: &str, value: &str, grace_until: Option<&str>) {
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).unwrap();
-        s.versions
-            .push((VersionState::Enabled, SecretValue::from(value.to_string())));
-        let n = s.versions.len() as u64;
-        let old = s.aliases[names::ALIAS_CURRENT];
-        s.aliases.insert(names::ALIAS_CURRENT.into(), n);
-        s.aliases.insert(names::ALIAS_PREVIOUS.into(), old);
-        s.etag += 1;
-        drop(all);
+    fn rotate(&self, id: &str, value: &str, grace_until: Option<&str>) {
+        let store = self.inner();
+        let n = at_once(store.add_version(id, value.as_bytes())).number;
+        let mut aliases = at_once(store.get_secret(id)).aliases;
+        let old = aliases[names::ALIAS_CURRENT];
+        aliases.insert(names::ALIAS_CURRENT.into(), n);
+        aliases.insert(names::ALIAS_PREVIOUS.into(), old);
+        set_aliases(store, id, aliases);
         self.annotate(id, grace_until);
     }
 
-    /// What the rotation worker does first: a new version, aliased
-    /// `pending`, announced before GitHub signs with it.
-    pub fn begin_rotation(&self, id: &str, value: &str) {
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).unwrap();
-        s.versions
-            .push((VersionState::Enabled, SecretValue::from(value.to_string())));
-        let n = s.versions.len() as u64;
-        s.aliases.insert(names::ALIAS_PENDING.into(), n);
-        s.etag += 1;
+    fn begin_rotation(&self, id: &str, value: &str) {
+        let store = self.inner();
+        let n = at_once(store.add_version(id, value.as_bytes())).number;
+        let mut aliases = at_once(store.get_secret(id)).aliases;
+        aliases.insert(names::ALIAS_PENDING.into(), n);
+        set_aliases(store, id, aliases);
     }
 
-    pub fn annotate(&self, id: &str, grace_until: Option<&str>) {
-        let mut all = self.secrets.lock().unwrap();
-        let s = all.get_mut(id).unwrap();
+    fn annotate(&self, id: &str, grace_until: Option<&str>) {
+        let store = self.inner();
+        let mut annotations = at_once(store.get_secret(id)).annotations;
         match grace_until {
-            Some(t) => s
-                .annotations
-                .insert(names::ANNOTATION_PREVIOUS_VALID_UNTIL.into(), t.into()),
-            None => s.annotations.remove(names::ANNOTATION_PREVIOUS_VALID_UNTIL),
+            Some(t) => annotations.insert(names::ANNOTATION_PREVIOUS_VALID_UNTIL.into(), t.into()),
+            None => annotations.remove(names::ANNOTATION_PREVIOUS_VALID_UNTIL),
         };
-        s.etag += 1;
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable("secret store down (test)".into()));
-        }
-        Ok(())
-    }
-
-    fn meta(id: &str, s: &FakeSecret) -> Secret {
-        Secret {
-            id: id.to_string(),
-            create_time: Utc::now(),
-            aliases: s.aliases.clone(),
-            annotations: s.annotations.clone(),
-            etag: s.etag.to_string(),
-            next_rotation_time: None,
-            rotation_period: None,
-        }
-    }
-
-    fn version(id: &str, n: u64, state: VersionState) -> SecretVersion {
-        SecretVersion {
-            secret: id.to_string(),
-            number: n,
-            state,
-            create_time: Utc::now(),
-            destroy_time: None,
-        }
-    }
-}
-
-#[async_trait]
-impl SecretStore for FakeStore {
-    async fn create_secret(&self, id: &str) -> Result<Secret> {
-        self.check()?;
-        self.seed(id, &[]);
-        self.get_secret(id).await
-    }
-    async fn get_secret(&self, id: &str) -> Result<Secret> {
-        self.metadata_reads.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        Ok(Self::meta(id, s))
-    }
-    async fn list_secrets(&self) -> Result<Vec<Secret>> {
-        self.check()?;
-        let all = self.secrets.lock().unwrap();
-        Ok(all.iter().map(|(id, s)| Self::meta(id, s)).collect())
-    }
-    async fn delete_secret(&self, id: &str) -> Result<()> {
-        self.check()?;
-        self.secrets.lock().unwrap().remove(id);
-        Ok(())
-    }
-    async fn add_version(&self, id: &str, data: &[u8]) -> Result<SecretVersion> {
-        self.check()?;
-        let mut all = self.secrets.lock().unwrap();
-        let s = all
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        s.versions
-            .push((VersionState::Enabled, SecretValue::from(data)));
-        Ok(Self::version(
-            id,
-            s.versions.len() as u64,
-            VersionState::Enabled,
-        ))
-    }
-    async fn access(&self, id: &str, version: &VersionRef) -> Result<AccessedVersion> {
-        self.accesses.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let n = match version {
-            VersionRef::Number(n) => *n,
-            VersionRef::Alias(a) => *s
-                .aliases
-                .get(a)
-                .ok_or_else(|| Error::NotFound(format!("alias {a}")))?,
-            VersionRef::Latest => s.versions.len() as u64,
+        let update = SecretUpdate {
+            aliases: None,
+            annotations: Some(annotations),
         };
-        let (state, value) = s
-            .versions
-            .get((n as usize).wrapping_sub(1))
-            .ok_or_else(|| Error::NotFound(format!("{id}/{n}")))?;
-        if *state != VersionState::Enabled {
-            return Err(Error::FailedPrecondition(format!("{id}/{n} is {state}")));
-        }
-        Ok(AccessedVersion {
-            version: Self::version(id, n, *state),
-            value: value.clone(),
-        })
-    }
-    async fn get_version(&self, id: &str, version: &VersionRef) -> Result<SecretVersion> {
-        self.access(id, version).await.map(|a| a.version)
-    }
-    async fn list_versions(&self, id: &str) -> Result<Vec<SecretVersion>> {
-        self.check()?;
-        let all = self.secrets.lock().unwrap();
-        let s = all.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        Ok(s.versions
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, (state, _))| Self::version(id, i as u64 + 1, *state))
-            .collect())
-    }
-    async fn set_state(&self, id: &str, number: u64, change: StateChange) -> Result<SecretVersion> {
-        self.check()?;
-        let mut all = self.secrets.lock().unwrap();
-        let s = all
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let v = s
-            .versions
-            .get_mut((number as usize).wrapping_sub(1))
-            .ok_or_else(|| Error::NotFound(format!("{id}/{number}")))?;
-        v.0 = match change {
-            StateChange::Enable => VersionState::Enabled,
-            StateChange::Disable => VersionState::Disabled,
-            StateChange::Destroy => VersionState::Destroyed,
-        };
-        Ok(Self::version(id, number, v.0))
-    }
-    async fn update_secret(
-        &self,
-        id: &str,
-        update: SecretUpdate,
-        _etag: Option<&str>,
-    ) -> Result<Secret> {
-        self.check()?;
-        let mut all = self.secrets.lock().unwrap();
-        let s = all
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        if let Some(a) = update.aliases {
-            s.aliases = a;
-        }
-        if let Some(a) = update.annotations {
-            s.annotations = a;
-        }
-        s.etag += 1;
-        Ok(Self::meta(id, s))
+        at_once(store.update_secret(id, update, None));
     }
 }
 
-/// A bus that keeps what it is given; `failing` makes publish fail.
-#[derive(Default)]
-pub struct FakeBus {
-    messages: Mutex<Vec<(String, Message)>>,
-    next: AtomicU64,
-    pub failing: AtomicBool,
-    /// `check` calls (what /ready asks).
-    pub checks: AtomicUsize,
+/// Every call of the store fails Unavailable, as in an outage.
+pub fn store_down(store: &Flaky<MemorySecretStore>) {
+    store.fail_always_all(
+        &Call::SECRET_STORE,
+        Error::Unavailable("secret store down (test)".into()),
+    );
 }
 
-impl FakeBus {
-    pub fn published(&self) -> Vec<(String, Message)> {
-        self.messages.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Bus for FakeBus {
-    async fn publish(&self, topic: &str, message: Message) -> Result<String> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable("bus down (test)".into()));
-        }
-        self.messages
-            .lock()
-            .unwrap()
-            .push((topic.to_string(), message));
-        Ok(format!(
-            "m-{}",
-            self.next.fetch_add(1, Ordering::SeqCst) + 1
-        ))
-    }
-    async fn check(&self) -> Result<()> {
-        self.checks.fetch_add(1, Ordering::SeqCst);
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable("bus down (test)".into()));
-        }
-        Ok(())
-    }
+/// Every publish and check of the bus fails Unavailable until healed.
+pub fn bus_down(bus: &Flaky<RecordingBus>) {
+    bus.fail_always_all(&Call::BUS, Error::Unavailable("bus down (test)".into()));
 }
 
 // ---------------------------------------------------------------------------
 
 pub struct Harness {
-    pub store: Arc<FakeStore>,
-    pub bus: Arc<FakeBus>,
+    pub store: Arc<Flaky<MemorySecretStore>>,
+    pub bus: Arc<Flaky<RecordingBus>>,
     pub wi: WebhookIngest,
     pub config: Config,
     /// PATCHPANDA_HOME, for the local token issuer the router's OIDC checks use.
@@ -358,14 +181,14 @@ impl Harness {
 
     /// `key` seeds the App's private key, when a test needs one.
     pub fn with_env(webhook_secrets: &[&str], key: &[&str], env: &[(&str, &str)]) -> Self {
-        let store = Arc::new(FakeStore::default());
+        let store = Arc::new(Flaky::new(MemorySecretStore::new()));
         if !webhook_secrets.is_empty() {
             store.seed(WEBHOOK_ID, webhook_secrets);
         }
         if !key.is_empty() {
             store.seed(KEY_ID, key);
         }
-        let bus = Arc::new(FakeBus::default());
+        let bus = Arc::new(Flaky::new(RecordingBus::new()));
         let home = tempfile::tempdir().unwrap();
         let mut env = Env::from_pairs(env.iter().copied());
         env.set("PATCHPANDA_HOME", home.path().display().to_string());
