@@ -1,9 +1,7 @@
 //! Where "now" comes from: the system clock in production, a hand-moved one
 //! in tests and benchmarks (windows, holds and silences are all time-based).
 
-use std::sync::Mutex;
-
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
@@ -18,27 +16,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
+/// The shared hand-moved clock (`patchpanda_shared::testing`, behind this
+/// crate's `testing` feature) drives the alerter in tests, the benchmark
+/// and the fuzz target.
+#[cfg(feature = "testing")]
+pub use patchpanda_shared::testing::ManualClock;
 
-impl ManualClock {
-    pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Mutex::new(start))
-    }
-
-    pub fn advance(&self, by: TimeDelta) {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *t += by;
-    }
-
-    pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
-    }
-}
-
+#[cfg(feature = "testing")]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        ManualClock::now(self)
     }
 }

@@ -27,7 +27,9 @@ use std::time::Duration;
 
 pub use alert::{Alert, Rule, Severity};
 pub use app::app;
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "testing")]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use entry::Malformed;
 pub use service::{Alerter, Analysis, Outcome, TickReport};
 pub use settings::Settings;

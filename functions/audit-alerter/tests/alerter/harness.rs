@@ -1,51 +1,24 @@
-//! The alerter behind its push handlers, a recording bus and a hand-moved clock.
+//! The alerter behind its push handlers, the shared recording bus and
+//! hand-moved clock (`patchpanda_shared::testing`).
 
 use crate::prelude::*;
 
-#[derive(Default)]
-pub(crate) struct RecordingBus {
-    pub(crate) messages: Mutex<Vec<(String, Message)>>,
+/// What the alerter published on `patchpanda-alerts`, read back.
+pub(crate) trait Alerts {
+    fn alerts(&self) -> Vec<Alert>;
+    fn rules(&self) -> Vec<Rule>;
 }
 
-#[async_trait]
-impl Bus for RecordingBus {
-    async fn publish(&self, topic: &str, message: Message) -> patchpanda_shared::Result<String> {
-        let mut m = self.messages.lock().unwrap();
-        m.push((topic.to_string(), message));
-        Ok(m.len().to_string())
-    }
-
-    async fn check(&self) -> patchpanda_shared::Result<()> {
-        Ok(())
-    }
-}
-
-impl RecordingBus {
-    pub(crate) fn alerts(&self) -> Vec<Alert> {
-        self.messages
-            .lock()
-            .unwrap()
+impl Alerts for RecordingBus {
+    fn alerts(&self) -> Vec<Alert> {
+        self.on(names::TOPIC_ALERTS)
             .iter()
-            .filter(|(t, _)| t == names::TOPIC_ALERTS)
-            .map(|(_, m)| serde_json::from_slice(&m.data).unwrap())
+            .map(|m| serde_json::from_slice(&m.data).unwrap())
             .collect()
     }
 
-    pub(crate) fn messages(&self) -> Vec<Message> {
-        self.messages
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-
-    pub(crate) fn rules(&self) -> Vec<Rule> {
+    fn rules(&self) -> Vec<Rule> {
         self.alerts().iter().map(|a| a.rule).collect()
-    }
-
-    pub(crate) fn clear(&self) {
-        self.messages.lock().unwrap().clear();
     }
 }
 
@@ -86,7 +59,7 @@ pub(crate) fn test_settings(env: &[(&str, &str)]) -> Settings {
 }
 
 pub(crate) fn harness_with(settings: Settings) -> Harness {
-    let bus = Arc::new(RecordingBus::default());
+    let bus = Arc::new(RecordingBus::new());
     let clock = Arc::new(ManualClock::new(t0() + TimeDelta::minutes(1)));
     let alerter = Arc::new(Alerter::with_bus(settings, bus.clone(), clock.clone()).unwrap());
     Harness {

@@ -31,9 +31,8 @@ mod prelude {
     pub(crate) use std::sync::{Arc, Mutex};
     pub(crate) use std::time::Duration;
 
-    pub(crate) use async_trait::async_trait;
     pub(crate) use audit_alerter::settings::{self, Settings};
-    pub(crate) use audit_alerter::{Alert, Alerter, ManualClock, Rule, Severity, handlers};
+    pub(crate) use audit_alerter::{Alert, Alerter, Rule, Severity, handlers};
     pub(crate) use axum::Router;
     pub(crate) use axum::extract::State;
     pub(crate) use axum::routing::post;
@@ -43,7 +42,6 @@ mod prelude {
     pub(crate) use patchpanda_shared::audit_log::{
         AuditRecord, SERVICE_KMS, SERVICE_SECRET_MANAGER, code, kms, sm,
     };
-    pub(crate) use patchpanda_shared::bus::{Bus, Message};
     pub(crate) use patchpanda_shared::config::{Config, Env};
     pub(crate) use patchpanda_shared::names;
     pub(crate) use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
@@ -51,6 +49,7 @@ mod prelude {
     pub(crate) use patchpanda_shared::runtime::{
         Context, Handler, HandlerError, Invocation, PushMessage, Reply,
     };
+    pub(crate) use patchpanda_shared::testing::{ManualClock, RecordingBus};
     pub(crate) use serde_json::{Value, json};
     pub(crate) use tower::ServiceExt;
 

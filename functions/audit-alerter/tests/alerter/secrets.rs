@@ -21,7 +21,7 @@ async fn secret_read_by_an_outsider_alerts_with_everything_a_person_needs() {
     );
     assert_eq!(a.details["callerIp"], "35.192.45.123");
     assert!(a.link.as_deref().unwrap().contains("project=my-proj"));
-    let msg = &h.bus.messages()[0];
+    let (_, msg) = &h.bus.messages()[0];
     assert_eq!(msg.attributes["severity"], "P0");
     assert_eq!(msg.attributes["rule"], "secret-read-unexpected");
 }

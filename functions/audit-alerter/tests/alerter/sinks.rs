@@ -116,7 +116,7 @@ async fn pagerduty_gets_an_events_v2_trigger() {
         h.bus
             .messages()
             .iter()
-            .all(|m| !String::from_utf8_lossy(&m.data).contains(key))
+            .all(|(_, m)| !String::from_utf8_lossy(&m.data).contains(key))
     );
 }
 
