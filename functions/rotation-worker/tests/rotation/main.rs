@@ -1,7 +1,8 @@
-//! rotation-worker's integration tests: the Rotator against a faithful
-//! in-memory Secret Manager, the local KMS keyring, a recording bus, and a
-//! stub GitHub on 127.0.0.1 that checks the App JWT like GitHub does. One
-//! module per topic.
+//! rotation-worker's integration tests: the Rotator against the shared
+//! doubles (`patchpanda_shared::testing`: the in-memory Secret Manager held
+//! to the store contract, a recording bus, a hand-moved clock, `Flaky` to
+//! make the store or KMS fail), the local KMS keyring, and a stub GitHub on
+//! 127.0.0.1 that checks the App JWT like GitHub does. One module per topic.
 
 mod doubles;
 mod support;
