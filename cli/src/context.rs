@@ -36,6 +36,17 @@ impl Ctx {
         }
     }
 
+    /// A context whose backends are already open (unit tests running a
+    /// command against a store they prepared, e.g. under a gcp config).
+    #[cfg(test)]
+    pub(crate) fn with_backends(config: Config, env: Env, backends: Backends) -> Ctx {
+        Ctx {
+            config,
+            env,
+            backends: OnceCell::new_with(Some(backends)),
+        }
+    }
+
     pub async fn backends(&self) -> Result<&Backends, Failure> {
         self.backends
             .get_or_try_init(|| {

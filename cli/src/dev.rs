@@ -240,7 +240,7 @@ async fn wait(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Local push subscriptions, mirroring infra/terraform (DESIGN.md, Local wiring).
+/// Local push subscriptions, mirroring infra/terraform (docs/design.md, Wiring).
 fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<(), Failure> {
     let url = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
     let mut subs = vec![

@@ -17,8 +17,10 @@ pub struct Job {
     pub every: Duration,
 }
 
-/// DESIGN.md's jobs: redelivery sweep (every 10 min, only with a GitHub App),
-/// finish (hourly), rotation due-check (daily).
+/// The scheduler jobs of docs/design.md (Wiring): redelivery sweep (every
+/// 10 min, only with a GitHub App), finish (hourly), rotation due-check
+/// (daily). audit-alerter's `/tasks/tick` is not among them: locally its
+/// background ticker does the same work.
 pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
     let mut jobs = vec![
         Job {

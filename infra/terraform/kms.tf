@@ -1,4 +1,4 @@
-# The key ring and key named in DESIGN.md. Secret Manager wraps every secret
+# The key ring and key named in docs/design.md. Secret Manager wraps every secret
 # version with this key (CMEK); the rotation-worker creates versions and moves
 # the primary; Cloud KMS also rotates it on its own schedule.
 

@@ -1,7 +1,7 @@
 # PatchPanda Gateway on Google Cloud: three Cloud Run services, the App's
 # secrets in Secret Manager under a Cloud KMS key, Pub/Sub wiring, Cloud
 # Scheduler jobs and the audit-log sink that feeds audit-alerter.
-# Names follow DESIGN.md (Names) and shared/src/names.rs: they are constants
+# Names follow docs/design.md (Names) and shared/src/names.rs: they are constants
 # in the code, so they are not variables here.
 
 data "google_project" "this" {

@@ -32,7 +32,7 @@ output "kms_key" {
 }
 
 output "topics" {
-  description = "Pub/Sub topics, by DESIGN.md name."
+  description = "Pub/Sub topics, by their docs/design.md name."
   value       = { for k, t in google_pubsub_topic.main : k => t.id }
 }
 

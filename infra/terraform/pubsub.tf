@@ -1,4 +1,4 @@
-# Topics and subscriptions (DESIGN.md, "Local wiring (mirrors infra/)").
+# Topics and subscriptions (docs/design.md, "Wiring").
 # Every push subscription dead-letters after 5 attempts (as the local bus
 # does; the audit-log feed after 100, see below), the pull subscriptions
 # after 10, to a per-topic dead-letter topic, and every dead-letter topic
@@ -194,7 +194,7 @@ resource "google_pubsub_subscription" "github_events_push" {
 # ---------------------------------------------------------------- publishers
 
 locals {
-  # Function => the topic it publishes to (DESIGN.md).
+  # Function => the topic it publishes to (docs/design.md).
   publishers = {
     "webhook-ingest"  = "github-events"
     "rotation-worker" = "rotation-events"

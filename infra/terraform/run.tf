@@ -8,7 +8,7 @@ locals {
   push_callers    = concat([google_service_account.push.email, google_service_account.scheduler.email], local.operator_emails)
 
   # Identities whose reads of secret values and rotation changes are
-  # expected (audit-alerter's allowlists; DESIGN.md says they default to
+  # expected (audit-alerter's allowlists; docs/design.md says they default to
   # the functions' own, which on gcp are these accounts).
   reader_principals = concat(
     [google_service_account.fn["webhook-ingest"].email, google_service_account.fn["rotation-worker"].email],

@@ -1,4 +1,4 @@
-# Cloud Scheduler jobs (DESIGN.md: redelivery sweep every 10 min when a
+# Cloud Scheduler jobs (docs/design.md, Wiring: redelivery sweep every 10 min when a
 # GitHub App is configured, /tasks/finish hourly, rotation due-check daily,
 # audit-alerter's tick every minute; plus optional forced rotations, POST
 # /rotate, on a cron of your choice). Each call carries an OIDC token of the

@@ -1,4 +1,4 @@
-# The App's secrets (DESIGN.md, Names). Terraform creates the containers and
+# The App's secrets (docs/design.md, Names). Terraform creates the containers and
 # their policy; values are added by operators (`patchpanda secrets add`) and
 # by the rotation-worker, never by Terraform, so no App credential is ever in
 # the state file.

@@ -1,7 +1,7 @@
 //! The Cloud Audit Logs `LogEntry` model: written by the local backends (in
 //! the services' own shapes) and read by audit-alerter. Fields follow
 //! LogEntry/AuditLog JSON; everything optional is optional here too, because
-//! real entries omit fields freely (reference/audit.md §1.2).
+//! real entries omit fields freely (docs/gcp-behavior.md, Cloud Audit Logs).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! The names every function agrees on: logical secret names, their Secret
-//! Manager ids, aliases, topics and the KMS key (DESIGN.md, Names).
+//! Manager ids, aliases, topics and the KMS key (docs/design.md, Names).
 
 pub const GITHUB_PRIVATE_KEY: &str = "github-private-key";
 pub const WEBHOOK_SECRET: &str = "webhook-secret";
@@ -25,7 +25,7 @@ pub const KMS_KEY_RING: &str = "patchpanda-keys";
 pub const KMS_CRYPTO_KEY: &str = "patchpanda-crypto-key";
 pub const KMS_LOCATION: &str = "us-central1";
 
-/// Local identities (DESIGN.md, Backends).
+/// Local identities (docs/design.md, Identities).
 pub const PRINCIPAL_WEBHOOK_INGEST: &str = "webhook-ingest@patchpanda.local";
 pub const PRINCIPAL_ROTATION_WORKER: &str = "rotation-worker@patchpanda.local";
 pub const PRINCIPAL_AUDIT_ALERTER: &str = "audit-alerter@patchpanda.local";

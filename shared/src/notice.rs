@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::bus::Message;
 use crate::{Error, Result};
 
-/// What happened. `started` and `due` extend DESIGN.md's list: the alerter
-/// must learn of a rotation before its audit entries arrive, and an operator
-/// must learn that a key is due for manual rotation.
+/// What happened (docs/design.md, rotation-worker). `started` and `due`
+/// were added to the original list: the alerter must learn of a rotation
+/// before its audit entries arrive, and an operator must learn that a key
+/// is due for manual rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeEvent {
@@ -139,7 +140,7 @@ impl RotationNotice {
         n
     }
 
-    /// The bus message: JSON data plus the attributes DESIGN.md names.
+    /// The bus message: JSON data plus the attributes docs/design.md names.
     pub fn to_message(&self) -> Message {
         let data = serde_json::to_vec(self).expect("a notice always serializes");
         let mut m = Message::new(data)

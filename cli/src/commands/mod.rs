@@ -46,7 +46,7 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Write every secret into one file sealed with the KMS key (envelope encryption).
     Backup(backup::BackupArgs),
-    /// Add the values of a backup back as new versions, and restore their aliases.
+    /// Add what a backup holds and the store lacks, as new versions (aliases only for secrets it creates; --move-aliases to make the backup's current current again).
     Restore(backup::RestoreArgs),
     /// The runbook's health checks: functions, secrets, KMS key, bus, permissions.
     Health(health::HealthArgs),

@@ -3,7 +3,11 @@
 //!
 //! - A secret that does not exist is created with the backup's versions and
 //!   aliases (`pending` excepted: a restored `pending` would be accepted
-//!   forever, with no rotation to end it).
+//!   forever, with no rotation to end it). It is created through
+//!   `secret_create::ensure_secret`, so on gcp it is refused with a pointer
+//!   to `terraform apply` (a bare create would lack CMEK, the rotation
+//!   schedule and the secret-events topic); the refusal comes before any
+//!   change, on a `--dry-run` too.
 //! - A secret that exists gets only the versions it is missing, as new
 //!   unaliased versions, and no alias moves: GitHub keeps signing with the
 //!   secret `current` names. Versions an emergency retired as compromised
@@ -80,6 +84,14 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
         created_at: header.created_at,
         secrets: Vec::new(),
     };
+    // On gcp a missing secret is infra's to create: refuse before changing
+    // anything (ensure_secret only reads on gcp), so a dry run says so too.
+    if !ctx.config.is_local() {
+        for entry in &contents.secrets {
+            crate::secret_create::ensure_secret(&ctx.config.backend, store.as_ref(), &entry.id)
+                .await?;
+        }
+    }
     let mut promote = Vec::new();
     for entry in contents.secrets {
         let live = match store.get_secret(&entry.id).await {
@@ -115,7 +127,8 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> Outcome {
                 report.secrets.push(restored);
                 continue;
             }
-            store.create_secret(&entry.id).await?;
+            crate::secret_create::ensure_secret(&ctx.config.backend, store.as_ref(), &entry.id)
+                .await?;
             let mut mapping = BTreeMap::new();
             for v in &entry.versions {
                 let added = store.add_version(&entry.id, v.data.expose()).await?;
@@ -269,5 +282,71 @@ fn print(ctx: &Ctx, report: &RestoreReport, json: bool) {
         if let Some(n) = &s.note {
             println!("    {n}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::BackupArgs;
+    use super::*;
+    use crate::context::Ctx;
+    use patchpanda_shared::config::{Backend, Config, Env};
+
+    fn local_ctx(home: &std::path::Path) -> Ctx {
+        let env = Env::from_pairs([("PATCHPANDA_HOME", home.to_str().unwrap())]);
+        let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).unwrap();
+        Ctx::new(config, env)
+    }
+
+    fn args(file: &std::path::Path, dry_run: bool) -> RestoreArgs {
+        RestoreArgs {
+            file: file.to_path_buf(),
+            dry_run,
+            move_aliases: false,
+            json: true,
+        }
+    }
+
+    /// On gcp, restoring a backup whose secret is gone is refused with the
+    /// pointer to terraform (a dry run reports the same refusal), and
+    /// nothing is created; on the local backend the same backup recreates it.
+    #[tokio::test]
+    async fn a_missing_secret_on_gcp_is_refused_and_points_at_terraform() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = local_ctx(dir.path());
+        let b = ctx.backends().await.unwrap().clone();
+        let id = ctx.secret_id("webhook-secret");
+        b.secrets.create_secret(&id).await.unwrap();
+        b.secrets.add_version(&id, b"wh-value-1").await.unwrap();
+        let file = dir.path().join("backup.json");
+        super::super::backup(
+            &ctx,
+            BackupArgs {
+                out: file.clone(),
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+        b.secrets.delete_secret(&id).await.unwrap();
+
+        let mut config = ctx.config.clone();
+        config.backend = Backend::Gcp {
+            project: "p1".into(),
+        };
+        let gcp = Ctx::with_backends(config, ctx.env.clone(), b.clone());
+        for dry_run in [true, false] {
+            let err = restore(&gcp, args(&file, dry_run)).await.unwrap_err();
+            assert!(err.0.contains("terraform apply"), "{}", err.0);
+            assert!(err.0.contains(&id), "{}", err.0);
+            assert!(
+                matches!(b.secrets.get_secret(&id).await, Err(Error::NotFound(_))),
+                "dry_run={dry_run}: nothing was created"
+            );
+        }
+
+        restore(&ctx, args(&file, false)).await.unwrap();
+        let got = b.secrets.access(&id, &VersionRef::Latest).await.unwrap();
+        assert_eq!(got.value.expose(), b"wh-value-1");
     }
 }

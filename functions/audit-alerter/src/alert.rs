@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-/// P0 pages now; P3 is for the record (reference/audit.md §3).
+/// P0 pages now; P3 is for the record (each rule's default: the README's
+/// Detections table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Severity {
     P0,
@@ -177,9 +178,9 @@ impl Rule {
         }
     }
 
-    /// Defaults follow reference/audit.md §3: page (P0) for what can only be
-    /// an attack or data loss, P1 for unexpected changes, P2 for noise-prone
-    /// signals.
+    /// Defaults (listed in the README's Detections table): page (P0) for
+    /// what can only be an attack or data loss, P1 for unexpected changes,
+    /// P2 for noise-prone signals.
     pub fn default_severity(&self) -> Severity {
         match self {
             Rule::SecretReadUnexpected

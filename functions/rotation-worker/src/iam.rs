@@ -1,8 +1,9 @@
 //! Service-account keys, for deployments that must use key-based auth
-//! (runbook §3): the IAM calls a rotation makes, behind a trait so tests can
-//! put a stand-in IAM in place. Keyless stays the default: nothing here runs
-//! unless PATCHPANDA_SA_KEY_ACCOUNT names an account, and never for the
-//! gateway's own accounts (they have no keys, and must keep none).
+//! (docs/runbook.md, Service-account keys): the IAM calls a rotation makes,
+//! behind a trait so tests can put a stand-in IAM in place. Keyless stays
+//! the default: nothing here runs unless PATCHPANDA_SA_KEY_ACCOUNT names an
+//! account, and never for the gateway's own accounts (they have no keys, and
+//! must keep none).
 //!
 //! REST: `POST v1/projects/-/serviceAccounts/{email}/keys` (the response's
 //! `privateKeyData` is the base64 of the JSON key file), `DELETE

@@ -1,5 +1,5 @@
 //! `POST /webhook`: check a GitHub delivery, publish it, and only then say
-//! 202. Every refusal is one line with the status DESIGN.md gives it; every
+//! 202. Every refusal is one line with the status docs/design.md gives it; every
 //! backend failure is a 503 with nothing acknowledged, so GitHub records a
 //! failed delivery that the sweeper redelivers.
 

@@ -1,4 +1,4 @@
-//! The message published for one delivery (DESIGN.md, webhook-ingest): the
+//! The message published for one delivery (docs/design.md, webhook-ingest): the
 //! JSON payload as GitHub sent it (gzip past 1 MiB), and attributes a
 //! subscriber can filter on without opening the data.
 

@@ -1,6 +1,6 @@
 //! Secret Manager's naming and size rules, in one place, so the local store,
 //! the gcp backend and [`VersionRef`] parsing accept exactly the same things
-//! (docs/gcp-behavior/secrets.md has each rule's source):
+//! (docs/gcp-behavior.md, Secret Manager, has each rule's source):
 //!
 //! - secret id: 1-255 of `[A-Za-z0-9_-]`;
 //! - version alias: 1-63 of `[A-Za-z0-9_-]`, a letter first, not `latest` or

@@ -1,4 +1,5 @@
-//! Entries in Google's documented shapes (reference/audit.md §1.2–1.4).
+//! Entries in Google's documented shapes (docs/gcp-behavior.md, Cloud Audit
+//! Logs, has the sources).
 
 use crate::prelude::*;
 
