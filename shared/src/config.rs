@@ -264,6 +264,16 @@ impl Config {
                 Some(t)
             }
         };
+        // On Cloud Run (K_SERVICE is set) a function's identity is its
+        // runtime service account: the name audit entries carry and the
+        // alerter's allow-lists list. A local default there would make every
+        // rotation notice name an identity no audit entry ever carries.
+        if !local && env.get("K_SERVICE").is_some() && env.get("PATCHPANDA_PRINCIPAL").is_none() {
+            return Err(ConfigError::missing(
+                "PATCHPANDA_PRINCIPAL",
+                "the service account email this service runs as (infra/terraform/run.tf sets it)",
+            ));
+        }
         let pubsub_emulator = crate::bus::emulator::PubsubEmulator::from_env(
             env,
             matches!(backend, Backend::Local { .. }),
@@ -314,6 +324,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_cloud_run_a_gcp_service_names_its_service_account_or_does_not_start() {
+        let gcp = [
+            ("PATCHPANDA_BACKEND", "gcp"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("K_SERVICE", "patchpanda-webhook-ingest"),
+        ];
+        let err = Config::from_env(&Env::from_pairs(gcp), names::PRINCIPAL_WEBHOOK_INGEST)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PATCHPANDA_PRINCIPAL"), "{err}");
+        let sa = "patchpanda-webhook-ingest@p.iam.gserviceaccount.com";
+        let mut with = gcp.to_vec();
+        with.push(("PATCHPANDA_PRINCIPAL", sa));
+        let c = Config::from_env(&Env::from_pairs(with), names::PRINCIPAL_WEBHOOK_INGEST).unwrap();
+        assert_eq!(c.principal, sa);
+    }
 
     #[test]
     fn defaults_are_local_and_sane() {
