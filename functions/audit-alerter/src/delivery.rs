@@ -102,6 +102,10 @@ impl Delivery {
                 if mask & (1 << si) != 0 {
                     continue;
                 }
+                if !sink.takes(alert) {
+                    round.masks[ai] |= 1 << si;
+                    continue;
+                }
                 // A broken sink still gets one try (it may be fixed), but
                 // no retries and no waiting on it.
                 let attempts = if self.broken[si].load(Ordering::Relaxed) {
@@ -283,6 +287,39 @@ mod tests {
             Sent::Failed
         ));
         assert_eq!(s.calls.load(Ordering::SeqCst), 3, "bounded");
+    }
+
+    #[tokio::test]
+    async fn pagerduty_below_its_severity_is_neither_called_nor_waited_for() {
+        use crate::sinks::pagerduty::PagerDutySink;
+        // An unroutable URL: a call would fail, so only a skip completes.
+        let pd: Arc<dyn Sink> = Arc::new(PagerDutySink::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9/v2/enqueue".into(),
+            patchpanda_shared::SecretValue::from("k".to_string()),
+            Severity::P2,
+        ));
+        let good = flaky(0, false);
+        let d = Delivery::new(vec![pd, good.clone()], settings(1));
+        let mut routine = alert();
+        routine.severity = Severity::P3;
+        let round = d.send(&[(routine, 0)]).await;
+        assert_eq!(
+            round.masks,
+            vec![0b11],
+            "P3 counts as delivered to PagerDuty"
+        );
+        assert!(d.complete(round.masks[0]));
+        assert_eq!(
+            good.got.lock().unwrap().len(),
+            1,
+            "still recorded elsewhere"
+        );
+        let mut page = alert();
+        page.severity = Severity::P2;
+        let round = d.send(&[(page, 0b10)]).await;
+        assert_eq!(round.masks, vec![0b10], "P2 waits for PagerDuty");
+        assert!(!d.complete(round.masks[0]));
     }
 
     #[tokio::test]

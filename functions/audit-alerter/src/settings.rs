@@ -24,6 +24,11 @@ pub const ENV_DISABLED_RULES: &str = "PATCHPANDA_ALERT_DISABLED_RULES";
 pub const ENV_SLACK_URL: &str = "PATCHPANDA_ALERT_SLACK_WEBHOOK_URL";
 pub const ENV_PAGERDUTY_KEY: &str = "PATCHPANDA_ALERT_PAGERDUTY_ROUTING_KEY";
 pub const ENV_PAGERDUTY_URL: &str = "PATCHPANDA_ALERT_PAGERDUTY_URL";
+/// The least severe alert PagerDuty is sent (P0..P3); below it an alert is
+/// recorded (log, `patchpanda-alerts`, Slack, webhook) but pages nobody.
+pub const ENV_PAGERDUTY_MIN_SEVERITY: &str = "PATCHPANDA_ALERT_PAGERDUTY_MIN_SEVERITY";
+/// P3 is for the record: a routine-but-noted event must not wake anyone.
+pub const DEFAULT_PAGERDUTY_MIN_SEVERITY: crate::alert::Severity = crate::alert::Severity::P2;
 pub const ENV_WEBHOOK_URL: &str = "PATCHPANDA_ALERT_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "PATCHPANDA_ALERT_WEBHOOK_SECRET";
 /// Operators whose announced changes (`announced` notices) do not page.
@@ -80,6 +85,8 @@ pub struct SinkSettings {
     pub slack_url: Option<SecretValue>,
     pub pagerduty_routing_key: Option<SecretValue>,
     pub pagerduty_url: String,
+    /// None: [`DEFAULT_PAGERDUTY_MIN_SEVERITY`].
+    pub pagerduty_min_severity: Option<crate::alert::Severity>,
     pub webhook_url: Option<SecretValue>,
     /// Signs the generic webhook's body (HMAC-SHA256), when set.
     pub webhook_secret: Option<SecretValue>,
@@ -243,6 +250,23 @@ impl Settings {
         }
         if let Some(secret) = env.get(ENV_WEBHOOK_SECRET) {
             self.sinks.webhook_secret = Some(SecretValue::from(secret.to_string()));
+        }
+        if let Some(v) = env.get(ENV_PAGERDUTY_MIN_SEVERITY) {
+            use crate::alert::Severity::*;
+            self.sinks.pagerduty_min_severity =
+                Some(match v.trim().to_ascii_uppercase().as_str() {
+                    "P0" => P0,
+                    "P1" => P1,
+                    "P2" => P2,
+                    "P3" => P3,
+                    _ => {
+                        return Err(ConfigError::new(
+                            ENV_PAGERDUTY_MIN_SEVERITY,
+                            "one of P0, P1, P2, P3 (the least severe alert that pages)",
+                            v,
+                        ));
+                    }
+                });
         }
         if let Some(url) = env.get(ENV_PAGERDUTY_URL) {
             // Not a secret: the key travels in the body, not the URL.
@@ -663,6 +687,21 @@ enabled = false
         .unwrap_err();
         assert_eq!(err.variable, ENV_SLACK_URL);
         assert!(!err.to_string().contains("hooks-token-123"));
+        let err = Settings::from_env(
+            &local(),
+            &Env::from_pairs([(ENV_PAGERDUTY_MIN_SEVERITY, "urgent")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, ENV_PAGERDUTY_MIN_SEVERITY);
+        let s = Settings::from_env(
+            &local(),
+            &Env::from_pairs([(ENV_PAGERDUTY_MIN_SEVERITY, "p1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.sinks.pagerduty_min_severity,
+            Some(crate::alert::Severity::P1)
+        );
         let err = Settings::from_env(
             &local(),
             &Env::from_pairs([(ENV_DISABLED_RULES, "secret-deleted,bogus")]),

@@ -21,6 +21,11 @@ use crate::settings::Settings;
 pub trait Sink: Send + Sync + 'static {
     /// For logs: never a URL, which may carry a token.
     fn name(&self) -> &'static str;
+    /// Whether this sink wants `alert` at all (PagerDuty pages only from a
+    /// severity up); one it does not want counts as delivered to it.
+    fn takes(&self, _alert: &Alert) -> bool {
+        true
+    }
     async fn send(&self, alert: &Alert) -> Result<(), SinkError>;
 }
 
@@ -108,6 +113,10 @@ pub fn standard(
             client.clone(),
             settings.sinks.pagerduty_url.clone(),
             key.clone(),
+            settings
+                .sinks
+                .pagerduty_min_severity
+                .unwrap_or(crate::settings::DEFAULT_PAGERDUTY_MIN_SEVERITY),
         )));
     }
     if let Some(url) = &settings.sinks.webhook_url {

@@ -6,20 +6,27 @@ use patchpanda_shared::SecretValue;
 use serde_json::{Value, json};
 
 use super::{Sink, SinkError, check_status, transport_error};
-use crate::alert::Alert;
+use crate::alert::{Alert, Severity};
 
 pub struct PagerDutySink {
     client: reqwest::Client,
     url: String,
     routing_key: SecretValue,
+    min_severity: Severity,
 }
 
 impl PagerDutySink {
-    pub fn new(client: reqwest::Client, url: String, routing_key: SecretValue) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        url: String,
+        routing_key: SecretValue,
+        min_severity: Severity,
+    ) -> Self {
         Self {
             client,
             url,
             routing_key,
+            min_severity,
         }
     }
 }
@@ -70,6 +77,11 @@ pub fn event(alert: &Alert, routing_key: &str) -> Value {
 impl Sink for PagerDutySink {
     fn name(&self) -> &'static str {
         "pagerduty"
+    }
+
+    /// P0 is the most severe: page from `min_severity` up.
+    fn takes(&self, alert: &Alert) -> bool {
+        alert.severity <= self.min_severity
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
