@@ -28,7 +28,7 @@ fn sa(id: &str) -> String {
     format!("patchpanda-{id}@{PROJECT}.iam.gserviceaccount.com")
 }
 
-async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
+pub(crate) async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
     let mut env = env.clone();
     env.set("PATCHPANDA_PRINCIPAL", principal);
     let config = Config::from_env(&env, principal).unwrap();
