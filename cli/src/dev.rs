@@ -217,7 +217,12 @@ pub async fn start(
     }
 
     if let Some(bus) = local_bus {
-        let dispatcher = Dispatcher::new(bus, issuer.clone());
+        // pubsub.tf's retry policy on every push subscription (10 s..600 s):
+        // with the audit feed's 100 attempts, an entry the alerter nacks
+        // (held, or its alerts not yet taken by a sink) lives for hours, as
+        // on Pub/Sub, instead of being dead-lettered within seconds.
+        let dispatcher = Dispatcher::new(bus, issuer.clone())
+            .backoff(topology::MIN_BACKOFF, topology::MAX_BACKOFF);
         tokio::spawn(dispatcher.run(wait(shutdown.clone())));
     }
     tokio::spawn(crate::dev_scheduler::run(

@@ -149,13 +149,13 @@ mod tests {
     /// minute (contract 5), finish hourly, the due-check daily.
     #[test]
     fn the_alerter_is_ticked_every_minute_on_its_own_route() {
-        let jobs = jobs(&stack(), false);
-        let tick = jobs.iter().find(|j| j.name == "alerter-tick").unwrap();
+        let all = jobs(&stack(), false);
+        let tick = all.iter().find(|j| j.name == "alerter-tick").unwrap();
         assert_eq!(tick.url, "http://127.0.0.1:8082/tasks/tick");
         assert_eq!(tick.every, Duration::from_secs(60));
-        let finish = jobs.iter().find(|j| j.name == "finish").unwrap();
+        let finish = all.iter().find(|j| j.name == "finish").unwrap();
         assert_eq!(finish.url, "http://127.0.0.1:8081/tasks/finish");
-        assert!(!jobs.iter().any(|j| j.name == "redeliver"));
+        assert!(!all.iter().any(|j| j.name == "redeliver"));
         assert!(jobs(&stack(), true).iter().any(|j| j.name == "redeliver"));
     }
 }

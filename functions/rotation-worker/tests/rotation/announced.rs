@@ -87,7 +87,7 @@ async fn finish_announces_a_version_first_seen_disabled_before_recording_it() {
     let record = env.secret(WH).await.annotations[ANNOTATION_DISABLED_AT].clone();
     assert!(record.contains('2'), "retention starts now: {record}");
 
-    let seen = bus.seen.lock().unwrap();
+    let seen = bus.seen.lock().unwrap().clone();
     let (notice, record_then) = seen
         .iter()
         .find(|(n, _)| n.secret == WH)
@@ -101,7 +101,6 @@ async fn finish_announces_a_version_first_seen_disabled_before_recording_it() {
     assert_eq!(record_then, &None, "announced before the write");
 
     // Nothing new the next time: no notice, no write.
-    drop(seen);
     let before = bus.seen.lock().unwrap().len();
     r.finish().await.unwrap();
     assert_eq!(bus.seen.lock().unwrap().len(), before);
