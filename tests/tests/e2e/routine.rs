@@ -14,12 +14,12 @@ use std::time::Duration;
 use clap::Parser as _;
 use patchpanda::commands::{Cli, dispatch};
 use patchpanda::context::Ctx;
-use patchpanda_e2e::{bus, stack_env, start_stack};
+use patchpanda_e2e::{emulator_env, emulator_host, stack_env, start_stack};
 use patchpanda_shared::config::Config;
 use patchpanda_shared::names;
 use patchpanda_shared::secrets::{SecretUpdate, VersionRef};
 
-use crate::identities::backends_as;
+use crate::identities::{Published, backends_as};
 use crate::{call_task, start_fake_github};
 
 const PROJECT: &str = "patchpanda-routine";
@@ -34,15 +34,15 @@ struct Raised {
     text: String,
 }
 
-fn alerts(home: &std::path::Path) -> Vec<Raised> {
-    bus(home)
+async fn alerts(published: &Published) -> Vec<Raised> {
+    published
         .messages(names::TOPIC_ALERTS)
-        .unwrap()
+        .await
         .into_iter()
         .map(|m| Raised {
             rule: m.attributes.get("rule").cloned().unwrap_or_default(),
             severity: m.attributes.get("severity").cloned().unwrap_or_default(),
-            text: String::from_utf8_lossy(&m.data).into_owned(),
+            text: m.text,
         })
         .collect()
 }
@@ -59,6 +59,22 @@ async fn run_cli(env: &patchpanda_shared::config::Env, args: &[&str]) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
+    scenario(None).await;
+}
+
+/// The same through Google's Pub/Sub emulator (pubsub.tf's subscriptions,
+/// pushes signed as the project's push account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
+    let Some(host) =
+        emulator_host("emulator_as_a_deployment_routine_operations_raise_no_alert_and_attacks_do")
+    else {
+        return;
+    };
+    scenario(Some(host)).await;
+}
+
+async fn scenario(emulator: Option<String>) {
     let (gh, gh_url) = start_fake_github().await;
     let home = tempfile::tempdir().unwrap();
     let alerter_toml = home.path().join("alerter.toml");
@@ -77,8 +93,12 @@ async fn as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
         ("PATCHPANDA_ROTATION_GRACE", "1s"),
         ("PATCHPANDA_ALERTER_CONFIG", alerter_toml.to_str().unwrap()),
     ];
-    let env = stack_env(home.path(), &extra);
+    let env = match &emulator {
+        Some(host) => emulator_env(home.path(), host, &extra),
+        None => stack_env(home.path(), &extra),
+    };
     let running = start_stack(env.clone(), vec![]).await;
+    let published = Published::of(&running, home.path()).await;
     let ids = running.stack.identities.clone();
     let home = home.path();
     let worker = format!("http://{}", running.stack.worker);
@@ -159,7 +179,8 @@ async fn as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
     tick(ids.scheduler.clone()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let routine: Vec<Raised> = alerts(home)
+    let routine: Vec<Raised> = alerts(&published)
+        .await
         .into_iter()
         // A listed operator's key use (health, backup) and announced reads
         // (backup) are recorded at P3, not paged
@@ -247,7 +268,7 @@ async fn as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
     ];
     let start = std::time::Instant::now();
     loop {
-        let got = alerts(home);
+        let got = alerts(&published).await;
         let missing: Vec<_> = expected
             .iter()
             .filter(|(rule, who)| !got.iter().any(|a| a.rule == *rule && a.text.contains(who)))
