@@ -285,5 +285,18 @@ async fn scenario(emulator: Option<String>) {
             tick(ids.scheduler.clone()).await;
         }
     }
+    // Held and nacked audit entries were redelivered, never dead-lettered
+    // (pubsub.tf's 100 attempts on the audit feed, mirrored locally): a
+    // restart of the alerter would not lose them.
+    if emulator.is_none() {
+        let dead = patchpanda_e2e::bus(home)
+            .dead_letters("audit-alerter-audit-logs")
+            .unwrap();
+        assert!(
+            dead.is_empty(),
+            "{} audit entries were dead-lettered",
+            dead.len()
+        );
+    }
     drop(running);
 }
