@@ -13,10 +13,11 @@ use clap::Args;
 use patchpanda_shared::auth::local::LocalIssuer;
 use patchpanda_shared::backends::Backends;
 use patchpanda_shared::bus::local::{Dispatcher, LocalBus, Subscription};
-use patchpanda_shared::bus::topology::Function;
+use patchpanda_shared::bus::topology::{self, Function};
 use patchpanda_shared::config::{Backend, Config, Env};
 use patchpanda_shared::local::Home;
 use patchpanda_shared::names;
+use patchpanda_shared::notice::{NoticeEvent, RotationNotice};
 use patchpanda_shared::runtime::server::{App, BoxError};
 use patchpanda_shared::secrets::{SecretStore, SecretUpdate};
 use patchpanda_shared::{Error, SecretValue};
@@ -216,7 +217,12 @@ pub async fn start(
     }
 
     if let Some(bus) = local_bus {
-        let dispatcher = Dispatcher::new(bus, issuer.clone());
+        // pubsub.tf's retry policy on every push subscription (10 s..600 s):
+        // with the audit feed's 100 attempts, an entry the alerter nacks
+        // (held, or its alerts not yet taken by a sink) lives for hours, as
+        // on Pub/Sub, instead of being dead-lettered within seconds.
+        let dispatcher = Dispatcher::new(bus, issuer.clone())
+            .backoff(topology::MIN_BACKOFF, topology::MAX_BACKOFF);
         tokio::spawn(dispatcher.run(wait(shutdown.clone())));
     }
     tokio::spawn(crate::dev_scheduler::run(
@@ -240,34 +246,56 @@ async fn wait(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Local push subscriptions, mirroring infra/terraform (docs/design.md, Wiring).
+/// The local bus's push subscriptions: (name, topic, function, route,
+/// delivery attempts), mirroring infra/terraform/pubsub.tf (docs/design.md,
+/// Wiring; the names predate pubsub.tf's and are kept so an existing home
+/// keeps its queued messages). The audit-log feed gets pubsub.tf's 100
+/// attempts: the alerter nacks held and undelivered entries (contract 6).
+pub(crate) const LOCAL_PUSHES: [(&str, &str, Function, &str, i32); 4] = [
+    (
+        "webhook-ingest-rotation",
+        names::TOPIC_ROTATION_EVENTS,
+        Function::WebhookIngest,
+        webhook_ingest::ROUTE_ROTATION,
+        topology::PUSH_MAX_DELIVERY_ATTEMPTS,
+    ),
+    (
+        "audit-alerter-rotation",
+        names::TOPIC_ROTATION_EVENTS,
+        Function::AuditAlerter,
+        audit_alerter::ROUTE_ROTATION,
+        topology::PUSH_MAX_DELIVERY_ATTEMPTS,
+    ),
+    (
+        "rotation-worker-secret-events",
+        names::TOPIC_SECRET_EVENTS,
+        Function::RotationWorker,
+        rotation_worker::ROUTE_SECRET_EVENTS,
+        topology::PUSH_MAX_DELIVERY_ATTEMPTS,
+    ),
+    (
+        "audit-alerter-audit-logs",
+        names::TOPIC_AUDIT_LOGS,
+        Function::AuditAlerter,
+        audit_alerter::ROUTE_AUDIT_LOG,
+        topology::AUDIT_MAX_DELIVERY_ATTEMPTS,
+    ),
+];
+
+/// Local push subscriptions ([`LOCAL_PUSHES`]) plus the extra github-events
+/// pushes.
 fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<(), Failure> {
-    let url = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
-    let mut subs = vec![
-        (
-            "webhook-ingest-rotation",
-            names::TOPIC_ROTATION_EVENTS,
-            url(stack.ingest, webhook_ingest::ROUTE_ROTATION),
-        ),
-        (
-            "audit-alerter-rotation",
-            names::TOPIC_ROTATION_EVENTS,
-            url(stack.alerter, "/events/rotation"),
-        ),
-        (
-            "rotation-worker-secret-events",
-            names::TOPIC_SECRET_EVENTS,
-            url(stack.worker, "/events/secret-manager"),
-        ),
-        (
-            "audit-alerter-audit-logs",
-            names::TOPIC_AUDIT_LOGS,
-            url(stack.alerter, "/events/audit-log"),
-        ),
-    ]
-    .into_iter()
-    .map(|(n, t, u)| (n.to_string(), t, u))
-    .collect::<Vec<_>>();
+    let mut subs = LOCAL_PUSHES
+        .iter()
+        .map(|(name, topic, function, route, attempts)| {
+            (
+                name.to_string(),
+                *topic,
+                format!("http://{}{route}", stack.addr(*function)),
+                *attempts,
+            )
+        })
+        .collect::<Vec<_>>();
     for (i, u) in github_events.iter().enumerate() {
         if url::Url::parse(u).is_err() {
             return Err(Failure(format!("--push-github-events {u:?} is not a URL")));
@@ -276,15 +304,16 @@ fn subscribe(bus: &LocalBus, stack: &Stack, github_events: &[String]) -> Result<
             format!("github-events-push-{}", i + 1),
             names::TOPIC_GITHUB_EVENTS,
             u.clone(),
+            topology::PUSH_MAX_DELIVERY_ATTEMPTS,
         ));
     }
-    for (name, topic, endpoint) in subs {
+    for (name, topic, endpoint, attempts) in subs {
         bus.subscribe(Subscription {
             name,
             topic: topic.to_string(),
             push_endpoint: endpoint,
             audience: None,
-            max_attempts: 5,
+            max_attempts: attempts.unsigned_abs(),
         })?;
     }
     Ok(())
@@ -299,18 +328,26 @@ async fn seed(env: &Env, home: &Path, identities: &Identities) -> Result<(), Fai
         .set("PATCHPANDA_PRINCIPAL", &identities.rotation_worker);
     let config = Config::from_env(&e, &identities.rotation_worker)?;
     let b = Backends::open(&config).await?;
-    let store = b.secrets.as_ref();
+    let seeder = Seeder {
+        store: b.secrets.as_ref(),
+        bus: b.bus.as_ref(),
+        principal: &identities.rotation_worker,
+    };
     let webhook = config.secret_id(names::WEBHOOK_SECRET);
-    if seed_one(store, &webhook, || {
-        let bytes: [u8; 32] = rand::random();
-        Ok(SecretValue::new(hex::encode(bytes).into_bytes()))
-    })
-    .await?
+    if seeder
+        .seed_one(names::WEBHOOK_SECRET, &webhook, || {
+            let bytes: [u8; 32] = rand::random();
+            Ok(SecretValue::new(hex::encode(bytes).into_bytes()))
+        })
+        .await?
     {
         eprintln!("Seeded {webhook} with a random 32-byte secret.");
     }
     let key = config.secret_id(names::GITHUB_PRIVATE_KEY);
-    if seed_one(store, &key, dev_private_key).await? {
+    if seeder
+        .seed_one(names::GITHUB_PRIVATE_KEY, &key, dev_private_key)
+        .await?
+    {
         eprintln!(
             "Seeded {key} with a generated RSA-2048 key (the local stand-in for your App's key)."
         );
@@ -324,36 +361,81 @@ async fn seed(env: &Env, home: &Path, identities: &Identities) -> Result<(), Fai
     Ok(())
 }
 
-async fn seed_one(
-    store: &dyn SecretStore,
-    id: &str,
-    make: impl FnOnce() -> Result<SecretValue, Failure>,
-) -> Result<bool, Failure> {
-    match store.create_secret(id).await {
-        Ok(_) => {}
-        Err(Error::AlreadyExists(_)) => {
-            if !store.list_versions(id).await?.is_empty() {
-                return Ok(false);
-            }
+/// Seeds secrets as the rotation worker, announcing each seeding on the
+/// rotation topic (`started` before the first write, `rotated` after the
+/// last), as the worker announces its own changes: otherwise the alerter
+/// pages the seeding as a rotator's change outside any rotation.
+struct Seeder<'a> {
+    store: &'a dyn SecretStore,
+    bus: &'a dyn patchpanda_shared::bus::Bus,
+    principal: &'a str,
+}
+
+impl Seeder<'_> {
+    async fn seed_one(
+        &self,
+        logical: &str,
+        id: &str,
+        make: impl FnOnce() -> Result<SecretValue, Failure>,
+    ) -> Result<bool, Failure> {
+        let store = self.store;
+        let exists = match store.get_secret(id).await {
+            Ok(_) => true,
+            Err(Error::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if exists && !store.list_versions(id).await?.is_empty() {
+            return Ok(false);
         }
-        Err(e) => return Err(e.into()),
+        let rotation_id = format!("seed-{}", uuid::Uuid::new_v4());
+        self.announce(logical, NoticeEvent::Started, &rotation_id, None)
+            .await?;
+        match store.create_secret(id).await {
+            Ok(_) | Err(Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let value = make()?;
+        let v = store.add_version(id, value.expose()).await?;
+        let s = store.get_secret(id).await?;
+        let mut aliases = s.aliases.clone();
+        aliases.insert(names::ALIAS_CURRENT.to_string(), v.number);
+        store
+            .update_secret(
+                id,
+                SecretUpdate {
+                    aliases: Some(aliases),
+                    annotations: None,
+                },
+                Some(&s.etag),
+            )
+            .await?;
+        self.announce(logical, NoticeEvent::Rotated, &rotation_id, Some(v.number))
+            .await?;
+        Ok(true)
     }
-    let value = make()?;
-    let v = store.add_version(id, value.expose()).await?;
-    let s = store.get_secret(id).await?;
-    let mut aliases = s.aliases.clone();
-    aliases.insert(names::ALIAS_CURRENT.to_string(), v.number);
-    store
-        .update_secret(
-            id,
-            SecretUpdate {
-                aliases: Some(aliases),
-                annotations: None,
-            },
-            Some(&s.etag),
-        )
-        .await?;
-    Ok(true)
+
+    async fn announce(
+        &self,
+        logical: &str,
+        event: NoticeEvent,
+        rotation_id: &str,
+        version: Option<u64>,
+    ) -> Result<(), Failure> {
+        let mut n = RotationNotice::new(logical, event, rotation_id);
+        n.principal = Some(self.principal.to_string());
+        n.version = version;
+        n.detail = Some("seeded by patchpanda dev on first start".to_string());
+        self.bus
+            .publish(names::TOPIC_ROTATION_EVENTS, n.to_message())
+            .await
+            .map_err(|e| {
+                Failure(format!(
+                    "cannot announce the seeding of {logical} on {}: {e}",
+                    names::TOPIC_ROTATION_EVENTS
+                ))
+            })?;
+        Ok(())
+    }
 }
 
 /// A fresh RSA-2048 key in PKCS#8 PEM, the local stand-in for an App key
@@ -426,8 +508,6 @@ const PING_EXAMPLE: &str = r#"{"zen":"Keep it logically awesome.","hook_id":1,"h
 
 #[cfg(test)]
 mod tests {
-    use patchpanda_shared::bus::topology;
-
     use super::*;
 
     /// The emulator's subscriptions come from pubsub.tf (topology.rs); the
@@ -439,5 +519,25 @@ mod tests {
         }
         assert_eq!(topology::pushes_to(Function::RotationWorker).count(), 1);
         assert_eq!(topology::pushes_to(Function::AuditAlerter).count(), 2);
+    }
+
+    /// The local bus delivers what pubsub.tf delivers, to the same routes,
+    /// with as many attempts (the audit feed's 100 keep held entries).
+    #[test]
+    fn local_pushes_match_pubsub_tf() {
+        assert_eq!(LOCAL_PUSHES.len(), topology::PUSH_SUBSCRIPTIONS.len());
+        for (name, topic, function, route, attempts) in LOCAL_PUSHES {
+            let tf = topology::PUSH_SUBSCRIPTIONS
+                .iter()
+                .find(|s| s.topic == topic && s.function == function)
+                .unwrap_or_else(|| panic!("pubsub.tf has no push like {name}"));
+            assert_eq!(tf.path, route, "{name}");
+            assert_eq!(tf.max_attempts, attempts, "{name}");
+        }
+        let audit = LOCAL_PUSHES
+            .iter()
+            .find(|p| p.1 == names::TOPIC_AUDIT_LOGS)
+            .unwrap();
+        assert_eq!(audit.4, 100);
     }
 }

@@ -145,6 +145,7 @@ pub async fn start(
             id: id.clone(),
             topic: patchpanda_shared::names::TOPIC_GITHUB_EVENTS.to_string(),
             ack_deadline: Duration::from_secs(60),
+            max_attempts: topology::PUSH_MAX_DELIVERY_ATTEMPTS,
             endpoint: format!("http://{relay_addr}/push/{capability}/{id}"),
             service_account: identities.push.clone(),
             audience: url.clone(),

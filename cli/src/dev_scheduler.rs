@@ -17,23 +17,33 @@ pub struct Job {
     pub every: Duration,
 }
 
-/// The scheduler jobs of docs/design.md (Wiring): redelivery sweep (every
-/// 10 min, only with a GitHub App), finish (hourly), rotation due-check
-/// (daily). audit-alerter's `/tasks/tick` is not among them: locally its
-/// background ticker does the same work.
+/// The scheduler jobs of docs/design.md (Wiring): redelivery sweep (every 10 min, only with a GitHub App),
+/// finish (hourly), rotation due-check (daily), and the alerter's tick
+/// (every minute, contract 5: held alerts, the Data Access silence check,
+/// window expiry), as infra's Cloud Scheduler jobs call them.
 pub fn jobs(stack: &Stack, github_app: bool) -> Vec<Job> {
     let mut jobs = vec![
         Job {
             name: "finish",
-            url: format!("http://{}/tasks/finish", stack.worker),
+            url: format!("http://{}{}", stack.worker, rotation_worker::ROUTE_FINISH),
             body: None,
             every: Duration::from_secs(3600),
         },
         Job {
             name: "due-check",
-            url: format!("http://{}/tasks/due-check", stack.worker),
+            url: format!(
+                "http://{}{}",
+                stack.worker,
+                rotation_worker::ROUTE_DUE_CHECK
+            ),
             body: None,
             every: Duration::from_secs(86_400),
+        },
+        Job {
+            name: "alerter-tick",
+            url: format!("http://{}{}", stack.alerter, audit_alerter::ROUTE_TICK),
+            body: None,
+            every: Duration::from_secs(60),
         },
     ];
     if github_app {
@@ -116,5 +126,36 @@ async fn call(client: &reqwest::Client, issuer: &LocalIssuer, identity: &str, jo
             "scheduled job failed"
         ),
         Err(e) => tracing::warn!(job = job.name, error = %e, "scheduled job unreachable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack() -> Stack {
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        Stack {
+            home: std::path::PathBuf::from("/nonexistent"),
+            ingest: addr(8080),
+            worker: addr(8081),
+            alerter: addr(8082),
+            emulator: None,
+            identities: crate::dev_identity::Identities::local(),
+        }
+    }
+
+    /// As infra/terraform's Cloud Scheduler jobs: the alerter's tick every
+    /// minute (contract 5), finish hourly, the due-check daily.
+    #[test]
+    fn the_alerter_is_ticked_every_minute_on_its_own_route() {
+        let all = jobs(&stack(), false);
+        let tick = all.iter().find(|j| j.name == "alerter-tick").unwrap();
+        assert_eq!(tick.url, "http://127.0.0.1:8082/tasks/tick");
+        assert_eq!(tick.every, Duration::from_secs(60));
+        let finish = all.iter().find(|j| j.name == "finish").unwrap();
+        assert_eq!(finish.url, "http://127.0.0.1:8081/tasks/finish");
+        assert!(!all.iter().any(|j| j.name == "redeliver"));
+        assert!(jobs(&stack(), true).iter().any(|j| j.name == "redeliver"));
     }
 }

@@ -36,6 +36,10 @@ pub const ENV_OPERATOR_PRINCIPALS: &str = "PATCHPANDA_OPERATOR_PRINCIPALS";
 /// Who else may encrypt/decrypt with the gateway's key (besides the
 /// Secret Manager service agent and the gateway's accounts).
 pub const ENV_KMS_USERS: &str = "PATCHPANDA_ALERT_KMS_USERS";
+/// The key-based account rotation-worker rotates as `service-account-key`
+/// (the worker's variable of the same name): its key creations and
+/// deletions are settled against that kind's rotations.
+pub const ENV_SA_KEY_ACCOUNT: &str = "PATCHPANDA_SA_KEY_ACCOUNT";
 /// The name prefix of the gateway's Cloud Run services, Pub/Sub topics and
 /// subscriptions, and log sink (infra/terraform names them `patchpanda-*`).
 pub const ENV_INFRA_PREFIX: &str = "PATCHPANDA_ALERT_INFRA_PREFIX";
@@ -109,6 +113,8 @@ pub struct Settings {
     /// Who may use the key besides the gateway's accounts (the Secret
     /// Manager service agent by default).
     pub kms_users: PrincipalSet,
+    /// The account whose keys rotation-worker rotates (`service-account-key`).
+    pub sa_key_accounts: PrincipalSet,
     /// Name prefix of the gateway's services, subscriptions, topics, sink.
     pub infra_prefix: String,
     /// The log sink that feeds the alerter.
@@ -162,6 +168,7 @@ impl Settings {
                 PrincipalSet::default()
             },
             kms_users: PrincipalSet::new([SECRET_MANAGER_AGENT_DOMAIN]),
+            sa_key_accounts: PrincipalSet::default(),
             infra_prefix: names::DEFAULT_SECRET_PREFIX.to_string(),
             audit_sink: names::TOPIC_AUDIT_LOGS.to_string(),
             state_capacity: 10_000,
@@ -228,6 +235,7 @@ impl Settings {
         self.gateway_accounts.extend(env.list(ENV_GATEWAY_ACCOUNTS));
         self.operators.extend(env.list(ENV_OPERATOR_PRINCIPALS));
         self.kms_users.extend(env.list(ENV_KMS_USERS));
+        self.sa_key_accounts.extend(env.list(ENV_SA_KEY_ACCOUNT));
         if let Some(p) = env.get(ENV_INFRA_PREFIX) {
             self.infra_prefix = p.trim().to_string();
         }

@@ -211,7 +211,19 @@ impl Rotator {
             )
             .await?;
         }
-        self.store_disabled_at(&id, &seen).await
+        let announced: BTreeSet<u64> = disabled_now
+            .iter()
+            .copied()
+            .chain(
+                report
+                    .destroyed
+                    .iter()
+                    .filter(|c| c.secret == logical)
+                    .map(|c| c.version),
+            )
+            .collect();
+        self.store_disabled_at(logical, &id, &seen, &announced, run_id)
+            .await
     }
 
     /// No rotation took the secret since we looked (a rotation or an
@@ -221,11 +233,20 @@ impl Rotator {
         Ok(protocol::rotation_state(&s).is_none())
     }
 
+    /// Records when versions were first seen disabled (the retention
+    /// clock). Entries this run did not announce (a version disabled, enabled
+    /// again or destroyed by someone else) are announced before the write,
+    /// as every change the worker makes is: the alerter otherwise files the
+    /// UpdateSecret as a rotator's change outside any rotation.
     async fn store_disabled_at(
         &self,
+        logical: &str,
         id: &str,
         seen: &std::collections::BTreeMap<u64, DateTime<Utc>>,
+        announced: &BTreeSet<u64>,
+        run_id: &str,
     ) -> Result<(), RotationError> {
+        let mut noticed = false;
         for _ in 0..protocol::lease::CAS_ATTEMPTS {
             let secret = self.store.get_secret(id).await?;
             let mut annotations = secret.annotations.clone();
@@ -234,6 +255,28 @@ impl Rotator {
                 == secret.annotations.get(ANNOTATION_DISABLED_AT)
             {
                 return Ok(());
+            }
+            if !noticed {
+                let before = protocol::disabled_at(&secret);
+                let recorded: Vec<u64> = seen
+                    .iter()
+                    .filter(|(n, t)| !announced.contains(n) && before.get(n) != Some(t))
+                    .map(|(n, _)| *n)
+                    .collect();
+                let dropped: Vec<u64> = before
+                    .keys()
+                    .filter(|n| !announced.contains(n) && !seen.contains_key(n))
+                    .copied()
+                    .collect();
+                if !recorded.is_empty() || !dropped.is_empty() {
+                    let mut n = self.notice(logical, NoticeEvent::Disabled, run_id);
+                    n.version = recorded.first().copied();
+                    n.detail = Some(format!(
+                        "retention record ({ANNOTATION_DISABLED_AT}): versions {recorded:?} first seen disabled, versions {dropped:?} no longer disabled"
+                    ));
+                    self.publish(&n).await?;
+                }
+                noticed = true;
             }
             let update = SecretUpdate {
                 aliases: None,

@@ -177,12 +177,15 @@ pub(crate) async fn rotate(
             (r, false)
         }
     };
+    // The `started` notice carries the time the record was written: the
+    // write (an UpdateSecret of the webhook secret) precedes the notice.
+    let taken_at = rot.now();
     if !rot.write_record(found.as_ref(), Some(&record)).await? {
         return Err(RotationError::LostLease {
             secret: names::KMS_KEY.to_string(),
         });
     }
-    match drive(rot, &mut record, resumed).await {
+    match drive(rot, &mut record, resumed, taken_at).await {
         Err(e @ RotationError::Backend(_)) => {
             // A backend outage: let the record's lease lapse now so the next
             // trigger resumes at once (best effort; it lapses anyway).
@@ -203,11 +206,13 @@ async fn drive(
     rot: &Rotator,
     record: &mut KmsRecord,
     resumed: bool,
+    taken_at: DateTime<Utc>,
 ) -> Result<RotationOutcome, RotationError> {
     let rotation_id = record.id.clone();
     let old = record.old;
 
     let mut started = rot.notice(names::KMS_KEY, NoticeEvent::Started, &rotation_id);
+    started.time = taken_at;
     started.previous_version = old;
     started.emergency = record.emergency;
     started.detail = Some(if resumed {

@@ -158,6 +158,8 @@ pub struct PushTarget {
     pub id: String,
     pub topic: String,
     pub ack_deadline: Duration,
+    /// Delivery attempts before dead-lettering (pubsub.tf's `max_attempts`).
+    pub max_attempts: i32,
     pub endpoint: String,
     pub service_account: String,
     pub audience: String,
@@ -175,6 +177,7 @@ impl PushTarget {
             id: sub.id(),
             topic: sub.topic.to_string(),
             ack_deadline: sub.ack_deadline,
+            max_attempts: sub.max_attempts,
             endpoint,
             service_account: service_account.to_string(),
             audience,
@@ -232,7 +235,7 @@ impl EmulatorAdmin {
                             self.emulator
                                 .topic_name(&topology::dead_letter_topic(&target.topic)),
                         )
-                        .set_max_delivery_attempts(topology::PUSH_MAX_DELIVERY_ATTEMPTS),
+                        .set_max_delivery_attempts(target.max_attempts),
                 )
                 .set_expiration_policy(ExpirationPolicy::new())
                 .set_push_config(push.clone());

@@ -44,6 +44,8 @@ pub struct PushSubscription {
     pub path: &'static str,
     /// Also Pub/Sub's push request timeout.
     pub ack_deadline: Duration,
+    /// Delivery attempts before the message goes to the dead-letter topic.
+    pub max_attempts: i32,
 }
 
 impl PushSubscription {
@@ -82,6 +84,7 @@ pub const PUSH_SUBSCRIPTIONS: [PushSubscription; 4] = [
         function: Function::WebhookIngest,
         path: "/events/rotation",
         ack_deadline: Duration::from_secs(30),
+        max_attempts: PUSH_MAX_DELIVERY_ATTEMPTS,
     },
     PushSubscription {
         key: "rotation-events-audit-alerter",
@@ -89,6 +92,7 @@ pub const PUSH_SUBSCRIPTIONS: [PushSubscription; 4] = [
         function: Function::AuditAlerter,
         path: "/events/rotation",
         ack_deadline: Duration::from_secs(30),
+        max_attempts: PUSH_MAX_DELIVERY_ATTEMPTS,
     },
     PushSubscription {
         key: "audit-logs-audit-alerter",
@@ -96,6 +100,7 @@ pub const PUSH_SUBSCRIPTIONS: [PushSubscription; 4] = [
         function: Function::AuditAlerter,
         path: "/events/audit-log",
         ack_deadline: Duration::from_secs(60),
+        max_attempts: AUDIT_MAX_DELIVERY_ATTEMPTS,
     },
     PushSubscription {
         key: "secret-events-rotation-worker",
@@ -103,6 +108,7 @@ pub const PUSH_SUBSCRIPTIONS: [PushSubscription; 4] = [
         function: Function::RotationWorker,
         path: "/events/secret-manager",
         ack_deadline: Duration::from_secs(600),
+        max_attempts: PUSH_MAX_DELIVERY_ATTEMPTS,
     },
 ];
 
@@ -119,6 +125,10 @@ pub const PULL_SUBSCRIPTIONS: [PullSubscription; 2] = [
 
 /// Delivery settings shared by the subscriptions.
 pub const PUSH_MAX_DELIVERY_ATTEMPTS: i32 = 5;
+/// The audit-log feed's attempts (Pub/Sub's maximum): audit-alerter nacks
+/// an entry until a paging sink took its alerts, and a held change until
+/// its hold ends (contract 6), so those must not be dead-lettered early.
+pub const AUDIT_MAX_DELIVERY_ATTEMPTS: i32 = 100;
 pub const PULL_MAX_DELIVERY_ATTEMPTS: i32 = 10;
 pub const PULL_ACK_DEADLINE: Duration = Duration::from_secs(60);
 pub const MIN_BACKOFF: Duration = Duration::from_secs(10);
@@ -213,7 +223,17 @@ mod tests {
                 "{}",
                 s.key
             );
+            assert_eq!(
+                field(object, "max_attempts"),
+                s.max_attempts.to_string(),
+                "{}",
+                s.key
+            );
         }
+        assert!(
+            PUBSUB_TF.contains("max_delivery_attempts = each.value.max_attempts"),
+            "pubsub.tf's push subscriptions take max_attempts from their entry"
+        );
     }
 
     #[test]

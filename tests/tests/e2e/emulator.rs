@@ -498,7 +498,11 @@ async fn emulator_holds_pubsub_tf_topology_and_a_restart_repoints_the_pushes() {
         );
         assert_eq!(sub["retryPolicy"]["minimumBackoff"], "10s");
         assert_eq!(sub["retryPolicy"]["maximumBackoff"], "600s");
-        assert_eq!(sub["deadLetterPolicy"]["maxDeliveryAttempts"], 5);
+        assert_eq!(
+            sub["deadLetterPolicy"]["maxDeliveryAttempts"], s.max_attempts,
+            "{}",
+            s.key
+        );
         assert_eq!(
             sub["deadLetterPolicy"]["deadLetterTopic"],
             emu.topic_name(&topology::dead_letter_topic(s.topic))

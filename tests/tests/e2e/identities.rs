@@ -28,7 +28,7 @@ fn sa(id: &str) -> String {
     format!("patchpanda-{id}@{PROJECT}.iam.gserviceaccount.com")
 }
 
-async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
+pub(crate) async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
     let mut env = env.clone();
     env.set("PATCHPANDA_PRINCIPAL", principal);
     let config = Config::from_env(&env, principal).unwrap();
@@ -38,15 +38,15 @@ async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
 
 /// One published message, as the scenario judges it.
 #[derive(Debug, Clone)]
-struct Msg {
-    attributes: BTreeMap<String, String>,
-    text: String,
+pub(crate) struct Msg {
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) text: String,
 }
 
 /// Where the scenario reads what was published: the local bus, or its own
 /// pull subscriptions in the emulator (made before anything it judges is
 /// published; pulled messages are kept, since a pull acknowledges them).
-enum Published {
+pub(crate) enum Published {
     Local(PathBuf),
     Emulator {
         emulator: PubsubEmulator,
@@ -55,7 +55,7 @@ enum Published {
 }
 
 impl Published {
-    async fn of(running: &RunningStack, home: &Path) -> Self {
+    pub(crate) async fn of(running: &RunningStack, home: &Path) -> Self {
         let Some(e) = &running.stack.emulator else {
             return Published::Local(home.to_path_buf());
         };
@@ -76,7 +76,7 @@ impl Published {
         }
     }
 
-    async fn messages(&self, topic: &str) -> Vec<Msg> {
+    pub(crate) async fn messages(&self, topic: &str) -> Vec<Msg> {
         match self {
             Published::Local(home) => patchpanda_e2e::bus(home)
                 .messages(topic)

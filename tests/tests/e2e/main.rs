@@ -5,6 +5,7 @@
 
 mod emulator;
 mod identities;
+mod routine;
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};

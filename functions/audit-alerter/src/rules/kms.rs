@@ -108,6 +108,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
     );
     found.changes.push(Change {
         key: rotations::kms_key(name.ring, key),
+        also: None,
         alert,
         what,
     });

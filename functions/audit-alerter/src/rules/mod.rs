@@ -241,6 +241,10 @@ fn logs_link(project: &str, insert_id: &str) -> String {
 pub(crate) struct Change {
     /// Rotation window key ([`crate::rotations`]).
     pub key: String,
+    /// Another window that also announces this change: the KMS key's, for
+    /// an annotations-only update of the secret that holds the KMS
+    /// rotation's record (rotation-worker keeps it on the webhook secret).
+    pub also: Option<String>,
     /// The alert for a principal outside the rotators.
     pub alert: Alert,
     /// "added version 4 to patchpanda-webhook-secret", for the rotator's alert.
@@ -260,6 +264,8 @@ pub(crate) struct Found {
 #[derive(Debug, Clone)]
 pub struct Hold {
     pub key: String,
+    /// See [`Change::also`].
+    pub also: Option<String>,
     pub principal: String,
     pub time: DateTime<Utc>,
     pub release_at: DateTime<Utc>,
@@ -300,6 +306,7 @@ impl Engine {
         let ctx = Ctx::new(&settings, entry, audit, now);
         let mut found = Found::default();
         secrets::check(&ctx, &mut found);
+        self.announced_reads(&ctx, &mut found.alerts);
         kms::check(&ctx, &mut found);
         iam_policy::check(&ctx, &mut found);
         service_accounts::check(&ctx, &mut found);
@@ -364,7 +371,9 @@ impl Engine {
 
     /// Whether a notice has covered a held change since it was held.
     pub fn covers(&self, hold: &Hold) -> bool {
-        self.rotations.covers(&hold.key, &hold.principal, hold.time)
+        std::iter::once(&hold.key)
+            .chain(&hold.also)
+            .any(|k| self.rotations.covers(k, &hold.principal, hold.time))
     }
 
     /// Time-driven alerts (the Data Access self-check) and window expiry.
@@ -384,6 +393,36 @@ impl Engine {
         (self.rotations.len(), self.spikes.len())
     }
 
+    /// A listed operator's read of a secret they announced (`patchpanda
+    /// backup` announces every secret it reads) is recorded at P3, not
+    /// paged, as their key use is. Anyone else's read, or a read outside
+    /// the announcement, keeps its severity.
+    fn announced_reads(&self, ctx: &Ctx<'_>, alerts: &mut [Alert]) {
+        let Some(secret) = ctx.our_secret() else {
+            return;
+        };
+        let id = &ctx.identity;
+        if !id.allowed(&self.settings.operators)
+            || !self.rotations.announced(
+                &crate::rotations::secret_key(secret.id),
+                id.principal(),
+                ctx.time,
+            )
+        {
+            return;
+        }
+        for a in alerts
+            .iter_mut()
+            .filter(|a| a.rule == Rule::SecretReadUnexpected)
+        {
+            a.severity = crate::alert::Severity::P3;
+            a.summary = format!(
+                "{} (a listed operator's announced read, such as a backup: recorded, not paged)",
+                a.summary
+            );
+        }
+    }
+
     fn settle(&mut self, change: Change, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Settled {
         let id = &ctx.identity;
         let principal = id.principal();
@@ -396,7 +435,10 @@ impl Engine {
             }
             return Settled::Alert(change.alert);
         }
-        if self.rotations.covers(&change.key, principal, ctx.time) {
+        if std::iter::once(&change.key)
+            .chain(&change.also)
+            .any(|k| self.rotations.covers(k, principal, ctx.time))
+        {
             tracing::debug!(resource = %change.alert.resource, %principal, "change inside an announced rotation");
             return Settled::Expected;
         }
@@ -426,6 +468,7 @@ impl Engine {
         }
         Settled::Hold(Hold {
             key: change.key,
+            also: change.also,
             principal: principal.to_string(),
             time: ctx.time,
             release_at,

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use patchpanda_shared::names;
+
 use super::methods::{op, sm};
 use super::{Change, Ctx, Found};
 use crate::alert::Rule;
@@ -113,8 +115,17 @@ pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
             alert.details.insert("updateMask".into(), fields.join(","));
         }
     }
+    // rotation-worker records a KMS rotation in an annotation of the
+    // webhook secret (written before each KMS call, cleared after), so a
+    // rotator's annotations-only update there is announced by the KMS
+    // key's window as well. A non-rotator's still alerts (settle).
+    let also = (rule == Rule::SecretUpdated
+        && logical == names::WEBHOOK_SECRET
+        && annotations_only(request))
+    .then(|| rotations::kms_key(&ctx.settings.kms_key_ring, &ctx.settings.kms_key));
     found.changes.push(Change {
         key: rotations::secret_key(secret.id),
+        also,
         alert,
         what,
     });
@@ -148,6 +159,13 @@ fn update_paths(request: Option<&Value>) -> Vec<String> {
     out.retain(|p| !p.is_empty());
     out.truncate(10);
     out
+}
+
+/// Whether an UpdateSecret changed nothing but annotations (by its mask;
+/// with no mask, Secret Manager replaces every field given).
+fn annotations_only(request: Option<&Value>) -> bool {
+    let paths = update_paths(request);
+    !paths.is_empty() && paths.iter().all(|p| p == "annotations")
 }
 
 fn versioned(id: &str, version: Option<&str>) -> String {

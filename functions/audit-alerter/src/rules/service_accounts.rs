@@ -5,8 +5,12 @@
 use patchpanda_shared::audit_log::{SERVICE_IAM, SERVICE_IAM_CREDENTIALS};
 
 use super::methods::{iam, iamcredentials, op};
-use super::{Ctx, Found};
+use super::{Change, Ctx, Found};
 use crate::alert::Rule;
+use crate::rotations::Rotations;
+
+/// rotation-worker's logical name for the key-based account.
+const SA_KEY_KIND: &str = "service-account-key";
 
 pub(crate) fn check(ctx: &Ctx<'_>, found: &mut Found) {
     key_used(ctx, found);
@@ -62,6 +66,7 @@ fn key_lifecycle(ctx: &Ctx<'_>, found: &mut Found) {
         _ => return,
     };
     let Some(sa) = ctx.gateway_account() else {
+        managed_key(ctx, found, rule, verb);
         return;
     };
     let advice = if rule == Rule::SaKeyCreated {
@@ -77,6 +82,37 @@ fn key_lifecycle(ctx: &Ctx<'_>, found: &mut Found) {
             ctx.who()
         ),
     ));
+}
+
+/// A key created or deleted for the account rotation-worker rotates as
+/// `service-account-key`: routine for a rotator inside a rotation of that
+/// kind (the worker creates the new key, and deletes the old one when its
+/// version is disabled, announced by `disabled`), an alert otherwise.
+fn managed_key(ctx: &Ctx<'_>, found: &mut Found, rule: Rule, verb: &str) {
+    if ctx.settings.sa_key_accounts.is_empty() {
+        return;
+    }
+    let Some(sa) = crate::entry::service_accounts(ctx.entry, ctx.audit)
+        .into_iter()
+        .find(|sa| ctx.settings.sa_key_accounts.contains(sa))
+    else {
+        return;
+    };
+    let what = format!("{verb} a key for {sa} (rotated as {SA_KEY_KIND})");
+    let alert = ctx.alert(
+        rule,
+        &format!("serviceAccounts/{sa}"),
+        format!(
+            "{} {what} and is not a rotator; keys of this account are made and retired by rotation-worker only: check its keys (gcloud iam service-accounts keys list) and rotate it: patchpanda rotate {SA_KEY_KIND}",
+            ctx.who()
+        ),
+    );
+    found.changes.push(Change {
+        key: Rotations::key_of(ctx.settings, SA_KEY_KIND),
+        also: None,
+        alert,
+        what,
+    });
 }
 
 fn token_minted(ctx: &Ctx<'_>, found: &mut Found) {

@@ -15,6 +15,7 @@ mod input;
 mod kms;
 mod notices;
 mod rotations;
+mod routine;
 mod safety;
 mod secrets;
 mod signatures;

@@ -18,6 +18,9 @@ impl Rotator {
     pub(crate) async fn run(&self, mut lease: Lease) -> Result<RotationOutcome, RotationError> {
         if lease.state.step.is_forward() {
             let mut n = self.notice(lease.kind.logical(), NoticeEvent::Started, &lease.state.id);
+            // Announced from the lease write on: the write precedes the
+            // notice (the lease is what makes this attempt the rotator).
+            n.time = lease.taken_at;
             n.previous_version = lease.state.base;
             n.emergency = lease.state.emergency;
             n.detail = Some(if lease.resumed {

@@ -38,6 +38,11 @@ pub(crate) struct Lease {
     pub state: RotationState,
     /// Whether this attempt took over a rotation an earlier one began.
     pub resumed: bool,
+    /// When this attempt wrote the lease (our clock, read before the
+    /// write). The `started` notice carries this time, so the alerter's
+    /// window covers the lease write itself however long the steps between
+    /// the write and the notice take.
+    pub taken_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a write does to the rotation state besides the edit.
@@ -158,6 +163,7 @@ impl Rotator {
                         id,
                         state,
                         resumed,
+                        taken_at: now,
                     }));
                 }
                 // Someone wrote first: look again (they may hold it now).

@@ -176,6 +176,9 @@ impl Rotator {
                 })
                 .await?;
                 let mut n = self.notice(logical, NoticeEvent::Started, &lease.state.id);
+                // From the lease write on: the enable and the pending alias
+                // above were written under it, before this notice.
+                n.time = lease.taken_at;
                 n.version = Some(target);
                 n.previous_version = from;
                 n.detail = Some(if lease.state.forced {

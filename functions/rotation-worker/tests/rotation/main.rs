@@ -7,6 +7,7 @@
 mod doubles;
 mod support;
 
+mod announced;
 mod crash;
 mod finish;
 mod handlers;
