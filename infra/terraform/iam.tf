@@ -158,3 +158,12 @@ resource "google_project_iam_member" "worker_lists_secrets" {
   role    = google_project_iam_custom_role.secret_lister.id
   member  = "serviceAccount:${google_service_account.fn["rotation-worker"].email}"
 }
+
+# The opt-in service-account-key kind: the worker creates, tests and deletes
+# keys of that one account, and nothing else.
+resource "google_service_account_iam_member" "worker_rotates_sa_keys" {
+  count              = var.service_account_key_account == "" ? 0 : 1
+  service_account_id = "projects/${var.project}/serviceAccounts/${var.service_account_key_account}"
+  role               = "roles/iam.serviceAccountKeyAdmin"
+  member             = "serviceAccount:${google_service_account.fn["rotation-worker"].email}"
+}

@@ -55,7 +55,11 @@ locals {
       concurrency = 10
       # Matches the secret-events subscription's 600 s ack deadline.
       timeout = "600s"
-      env     = {}
+      env = {
+        # Opt-in: the one key-based account whose keys the worker rotates
+        # (docs/runbook.md, service-account keys); unset = keyless only.
+        PATCHPANDA_SA_KEY_ACCOUNT = var.service_account_key_account
+      }
     }
     "audit-alerter" = {
       ingress = var.private_ingress
@@ -83,6 +87,9 @@ locals {
         # rather than paged; anyone else still pages.
         PATCHPANDA_OPERATOR_PRINCIPALS = join(",", local.operator_emails)
         PATCHPANDA_ALERT_WEBHOOK_URL   = var.alert_webhook_url
+        # The same account: its keys created or deleted by the rotator inside
+        # a rotation of that kind are routine; by anyone else they alert.
+        PATCHPANDA_SA_KEY_ACCOUNT = var.service_account_key_account
         # The deployment's own accounts (emails and unique ids, as audit
         # entries name them either way), whose keys and tokens it watches.
         PATCHPANDA_GATEWAY_SERVICE_ACCOUNTS = join(",", concat(local.watched_accounts, local.watched_account_ids))

@@ -356,3 +356,14 @@ variable "audit_feed_max_silence" {
     error_message = "audit_feed_max_silence is a whole number of minutes in seconds between 3600s and 84600s (Cloud Monitoring's longest absence window, 23.5 h), like \"10800s\"."
   }
 }
+
+variable "service_account_key_account" {
+  description = "Email of a service account that must use key-based auth and whose keys rotation-worker rotates (the `service-account-key` kind). Empty: keyless only (the default). Never one of the gateway's own accounts."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.service_account_key_account == "" || (can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]@[-a-z0-9.]+\\.iam\\.gserviceaccount\\.com$", var.service_account_key_account)) && !startswith(var.service_account_key_account, "patchpanda-"))
+    error_message = "service_account_key_account must be a service account email (NAME@PROJECT.iam.gserviceaccount.com) and not one of the gateway's own patchpanda-* accounts."
+  }
+}
