@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::envelope::PushEnvelope;
-use super::leases::Claimed;
+use super::leases::{self, Claimed};
 use super::{LocalBus, duration_ms, now_ms, subscription_resource_name};
 use crate::auth::local::LocalIssuer;
 use crate::{Result, SecretValue, names};
@@ -136,7 +136,8 @@ impl Dispatcher {
             while in_flight.join_next().await.is_some() {}
         }
         let owner = this.owner.clone();
-        if let Err(e) = this.bus.blocking(move |bus| bus.release(&owner)).await {
+        let released = this.bus.leases(move |c| leases::release(c, &owner)).await;
+        if let Err(e) = released {
             tracing::warn!(error = %e, "local bus: could not release leases; they expire on their own");
         }
     }
@@ -159,18 +160,16 @@ impl Dispatcher {
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
         let owner = self.owner.clone();
         let lease = duration_ms(self.ack_deadline.saturating_mul(2));
+        self.bus.maybe_prune();
+        let now = now_ms();
         self.bus
-            .blocking(move |bus| {
-                bus.maybe_prune();
-                let now = now_ms();
-                bus.claim(&owner, limit, now, now.saturating_add(lease))
-            })
+            .leases(move |c| leases::claim(c, &owner, limit, now, now.saturating_add(lease)))
             .await
     }
 
     /// Until the next retry or lease expiry, at most one poll interval.
     async fn wait_time(&self) -> Duration {
-        match self.bus.blocking(|bus| bus.next_due()).await {
+        match self.bus.leases(leases::next_due).await {
             Ok(Some(due)) => {
                 let ms = due.saturating_sub(now_ms());
                 if ms > 0 {
@@ -198,7 +197,7 @@ impl Dispatcher {
             Ok(status) if is_ack(status) => {
                 let done = self
                     .bus
-                    .blocking(move |bus| bus.ack(&subscription, seq))
+                    .leases(move |c| leases::ack(c, &subscription, seq))
                     .await;
                 if let Err(e) = done {
                     // The lease expires and the message is pushed again:
@@ -224,7 +223,7 @@ impl Dispatcher {
                 let retry_at = now.saturating_add(duration_ms(self.backoff_for(claimed.attempt)));
                 let done = self
                     .bus
-                    .blocking(move |bus| bus.nack(&owner, &subscription, seq, now, retry_at))
+                    .leases(move |c| leases::nack(c, &owner, &subscription, seq, now, retry_at))
                     .await;
                 match done {
                     Ok(true) => Outcome::DeadLettered,
