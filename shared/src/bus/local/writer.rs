@@ -90,21 +90,27 @@ where
 
 /// Runs `work` so that its failure (or panic) undoes only its own writes.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT work").map_err(db_err)?;
+    statement(conn, "SAVEPOINT work")?;
     let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
         Err(Error::Internal(
             "local bus: database work panicked; its writes were rolled back".into(),
         ))
     });
-    let end = if result.is_ok() {
-        "RELEASE work"
+    let ended = if result.is_ok() {
+        statement(conn, "RELEASE work")
     } else {
-        "ROLLBACK TO work; RELEASE work"
+        statement(conn, "ROLLBACK TO work").and_then(|()| statement(conn, "RELEASE work"))
     };
-    match conn.execute_batch(end).map_err(db_err) {
-        Ok(()) => result,
-        Err(e) => Err(e),
-    }
+    ended.and(result)
+}
+
+/// One cached statement: these run for every piece of work, and parsing
+/// them each time would cost more than most of the work itself.
+fn statement(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(db_err)
 }
 
 impl Writer {
@@ -226,11 +232,11 @@ fn serve(conn: Connection, queue: Receiver<Box<dyn Job>>) {
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    statement(conn, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
         job.run(conn);
     }
-    match conn.execute_batch("COMMIT").map_err(db_err) {
+    match statement(conn, "COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
             // A failed COMMIT may leave the transaction open; whatever it
