@@ -3,7 +3,8 @@
 //! before the next, as webhook-ingest's requests do. With `DISPATCH=1` a
 //! subscription and a running dispatcher push every message to a local
 //! endpoint that answers 204, so publishes compete with claims and acks
-//! for the database. Prints one line: messages/s, publish p50/p99/max,
+//! for the database (the dispatcher on its own `LocalBus` of the same home,
+//! as in `patchpanda dev`). Prints one line: messages/s, publish p50/p99/max,
 //! and how many were delivered.
 //! Usage: bus_publish [DIR] (default: a fresh temporary directory).
 
@@ -61,7 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bus.subscribe(Subscription::new("bench-push", TOPIC, &url))?;
         let issuer = Arc::new(LocalIssuer::open_or_create(&dir)?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let d = Dispatcher::new(bus.clone(), issuer);
+        // Its own bus on the same home, as `patchpanda dev` runs it next to
+        // the functions' buses.
+        let dispatch_bus = Arc::new(LocalBus::open(&home)?);
+        let d = Dispatcher::new(dispatch_bus, issuer);
         stop_dispatch = Some((
             tx,
             tokio::spawn(d.run(async move {

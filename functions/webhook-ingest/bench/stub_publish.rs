@@ -42,16 +42,19 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    run(names::PRINCIPAL_WEBHOOK_INGEST, move |config, _env| async move {
-        let backends = Backends::open(&config).await?;
-        let bus: Arc<dyn Bus> = Arc::new(SleepyBus {
-            delay: Duration::from_millis(ms),
-            next_id: AtomicU64::new(1),
-        });
-        let mark: Arc<dyn SweepMark> = Arc::new(MemoryMark::default());
-        let wi = WebhookIngest::new(&config, backends.secrets, bus, mark);
-        wi.load().await;
-        Ok(wi.app(&config)?)
-    })
+    run(
+        names::PRINCIPAL_WEBHOOK_INGEST,
+        move |config, _env| async move {
+            let backends = Backends::open(&config).await?;
+            let bus: Arc<dyn Bus> = Arc::new(SleepyBus {
+                delay: Duration::from_millis(ms),
+                next_id: AtomicU64::new(1),
+            });
+            let mark: Arc<dyn SweepMark> = Arc::new(MemoryMark::default());
+            let wi = WebhookIngest::new(&config, backends.secrets, bus, mark);
+            wi.load().await;
+            Ok(wi.app(&config)?)
+        },
+    )
     .await
 }

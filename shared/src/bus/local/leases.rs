@@ -153,7 +153,7 @@ pub(super) fn claim(
     let mut claimed = Vec::with_capacity(rows.len());
     for (sub, seq, attempts, max, endpoint, audience, data, attrs, key, ms) in rows {
         if attempts >= max {
-            dead_letter(&tx, &sub, seq, attempts, now)?;
+            dead_letter(tx, &sub, seq, attempts, now)?;
             continue;
         }
         tx.prepare_cached(
@@ -205,7 +205,7 @@ pub(super) fn nack(
     let dead = match row {
         None => false,
         Some((attempts, max)) if attempts >= max => {
-            dead_letter(&tx, subscription, seq, attempts, now)?;
+            dead_letter(tx, subscription, seq, attempts, now)?;
             true
         }
         Some(_) => {
