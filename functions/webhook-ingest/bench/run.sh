@@ -8,9 +8,12 @@
 #
 # Every round runs, back to back: bare and webhook-ingest (full path: verify,
 # parse, durable local publish, 202) at 32 and 64 connections, then
-# webhook-ingest over the stub publisher at STUB_CONNS. BEFORE_BIN=<path to
-# another webhook-ingest binary> adds that binary's full path to every round
-# (how BENCHMARKS.md compares before and after a change in one session).
+# webhook-ingest over the stub publisher at STUB_CONNS. Then the local bus
+# alone (examples bus_publish: publishers only, then with a dispatcher
+# delivering), a kill -9 under load, and exec -> /ready.
+# BEFORE_DIR=<dir with another build's webhook-ingest and bus_publish> adds
+# those to every round (how BENCHMARKS.md compares before and after a
+# change in one session).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -24,7 +27,8 @@ STUB_CONNS="${STUB_CONNS:-80}"
 STUB_PUBLISH_MS="${STUB_PUBLISH_MS:-30}"
 THREADS="${THREADS:-2}"
 READY_RUNS="${READY_RUNS:-20}"
-BEFORE_BIN="${BEFORE_BIN:-}"
+BEFORE_DIR="${BEFORE_DIR:-}"
+BEFORE_BIN="${BEFORE_DIR:+$BEFORE_DIR/webhook-ingest}"
 INGEST_PORT="${INGEST_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18090}"
 READY_PORT="${READY_PORT:-18081}"
@@ -36,7 +40,8 @@ command -v python3 >/dev/null || { echo "run.sh: python3 is required (summary, k
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -p webhook-ingest --bin webhook-ingest \
-    --example bare_hmac --example seed_local --example ready_probe --example stub_publish
+    --example bare_hmac --example seed_local --example ready_probe --example stub_publish \
+    --example bus_publish
 fi
 INGEST_BIN="$TARGET/release/webhook-ingest"
 EXAMPLES="$TARGET/release/examples"
@@ -134,6 +139,18 @@ for round in $(seq 1 "$ROUNDS"); do
   load "$round" bare "$BARE_PORT" "$STUB_CONNS"
   stop "$STUB_PID"; stop "$BARE_PID"
   PIDS=()
+done
+
+echo "== the local bus alone: 32 publishers of 8 KiB messages, without and with a dispatcher"
+for round in $(seq 1 "$ROUNDS"); do
+  for dispatch in 0 1; do
+    for which in after ${BEFORE_DIR:+before}; do
+      bin="$EXAMPLES/bus_publish"; [ "$which" = after ] || bin="$BEFORE_DIR/bus_publish"
+      printf '  %-6s ' "$which"
+      CONCURRENCY=32 SECONDS="${DURATION%s}" DISPATCH="$dispatch" "$bin" "$WORK/bus-$which-$round-$dispatch"
+      rm -rf "$WORK/bus-$which-$round-$dispatch"
+    done
+  done
 done
 
 echo "== kill -9 at full speed: every 202 must be in the bus after a restart"
