@@ -43,7 +43,12 @@ locals {
       # GitHub gives up after 10 s; the sweeper's /tasks/redeliver pages
       # through recent deliveries and may take longer.
       timeout = "300s"
-      env     = {}
+      env = {
+        # glibc keeps freed 25 MiB bodies resident once its mmap threshold
+        # has grown; pinned at 1 MiB, peak memory under a flood of forged
+        # bodies stays under the ingest's byte budget (BENCHMARKS.md).
+        MALLOC_MMAP_THRESHOLD_ = "1048576"
+      }
     }
     "rotation-worker" = {
       ingress = var.private_ingress

@@ -22,9 +22,18 @@ function setup(thread)
   thread:set("prefix", "t" .. threads .. "-" .. tostring(os.time()))
 end
 
+-- BENCH_ACCEPTED_DIR set: every delivery id answered 202 is appended (and
+-- flushed) to <dir>/<thread prefix>.ids, for the kill -9 check.
+local accepted_dir = os.getenv("BENCH_ACCEPTED_DIR")
+if accepted_dir == "" then accepted_dir = nil end
+local accepted_log = nil
+
 function init(args)
   -- set per thread by setup(); a global, so thread:set reaches it
   prefix = prefix or "t"
+  if accepted_dir then
+    accepted_log = assert(io.open(accepted_dir .. "/" .. prefix .. ".ids", "a"))
+  end
 end
 
 function request()
@@ -43,6 +52,13 @@ end
 local statuses = {}
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if accepted_log and status == 202 then
+    local id = body:match('"delivery":"([^"]*)"')
+    if id then
+      accepted_log:write(id, "\n")
+      accepted_log:flush()
+    end
+  end
 end
 
 function done(summary, latency, requests)

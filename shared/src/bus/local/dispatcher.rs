@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
 use super::envelope::PushEnvelope;
-use super::leases::Claimed;
+use super::leases::{self, Claimed};
 use super::{LocalBus, duration_ms, now_ms, subscription_resource_name};
 use crate::auth::local::LocalIssuer;
 use crate::{Result, SecretValue, names};
@@ -51,6 +52,9 @@ pub struct Dispatcher {
     poll_interval: Duration,
     /// Push tokens by audience, with when they stop being reused.
     tokens: Mutex<HashMap<String, (SecretValue, Instant)>>,
+    /// Claims and next-due reads made: each is work on the bus's writer,
+    /// which publishes wait behind.
+    lookups: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -71,6 +75,7 @@ impl Dispatcher {
             ack_deadline: DEFAULT_ACK_DEADLINE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             tokens: Mutex::new(HashMap::new()),
+            lookups: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -102,28 +107,40 @@ impl Dispatcher {
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // With every slot busy there is nothing to claim, and a publish's
+            // wake-up must not cost a database read: only a finished push
+            // (or the poll timer) frees a slot.
             let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+            let mut wait = this.poll_interval;
             if room > 0 {
                 match this.claim(room).await {
                     Ok(batch) => {
+                        // A full batch means more may be due: look again as
+                        // soon as a slot frees, not at the next due time.
+                        let short = batch.len() < room;
                         for claimed in batch {
                             let d = Arc::clone(&this);
                             in_flight.spawn(async move {
                                 d.deliver(claimed).await;
                             });
                         }
+                        if short {
+                            wait = this.wait_time().await;
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "local bus: could not lease deliveries"),
                 }
             }
-            let wait = this.wait_time().await;
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = this.bus.notify.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Err(e) = done && e.is_panic() {
-                        tracing::error!(error = %e, "local bus: a push task panicked");
+                    // Free every finished slot, so the next claim fills them at once.
+                    for done in std::iter::once(done).chain(std::iter::from_fn(|| in_flight.try_join_next())) {
+                        if let Err(e) = done && e.is_panic() {
+                            tracing::error!(error = %e, "local bus: a push task panicked");
+                        }
                     }
                 }
             }
@@ -136,7 +153,8 @@ impl Dispatcher {
             while in_flight.join_next().await.is_some() {}
         }
         let owner = this.owner.clone();
-        if let Err(e) = this.bus.blocking(move |bus| bus.release(&owner)).await {
+        let released = this.bus.leases(move |c| leases::release(c, &owner)).await;
+        if let Err(e) = released {
             tracing::warn!(error = %e, "local bus: could not release leases; they expire on their own");
         }
     }
@@ -157,20 +175,20 @@ impl Dispatcher {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let owner = self.owner.clone();
         let lease = duration_ms(self.ack_deadline.saturating_mul(2));
+        self.bus.maybe_prune();
+        let now = now_ms();
         self.bus
-            .blocking(move |bus| {
-                bus.maybe_prune();
-                let now = now_ms();
-                bus.claim(&owner, limit, now, now.saturating_add(lease))
-            })
+            .leases(move |c| leases::claim(c, &owner, limit, now, now.saturating_add(lease)))
             .await
     }
 
     /// Until the next retry or lease expiry, at most one poll interval.
     async fn wait_time(&self) -> Duration {
-        match self.bus.blocking(|bus| bus.next_due()).await {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        match self.bus.leases(leases::next_due).await {
             Ok(Some(due)) => {
                 let ms = due.saturating_sub(now_ms());
                 if ms > 0 {
@@ -198,7 +216,7 @@ impl Dispatcher {
             Ok(status) if is_ack(status) => {
                 let done = self
                     .bus
-                    .blocking(move |bus| bus.ack(&subscription, seq))
+                    .leases(move |c| leases::ack(c, &subscription, seq))
                     .await;
                 if let Err(e) = done {
                     // The lease expires and the message is pushed again:
@@ -224,7 +242,7 @@ impl Dispatcher {
                 let retry_at = now.saturating_add(duration_ms(self.backoff_for(claimed.attempt)));
                 let done = self
                     .bus
-                    .blocking(move |bus| bus.nack(&owner, &subscription, seq, now, retry_at))
+                    .leases(move |c| leases::nack(c, &owner, &subscription, seq, now, retry_at))
                     .await;
                 match done {
                     Ok(true) => Outcome::DeadLettered,
@@ -317,6 +335,62 @@ fn is_ack(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::{Bus, Message};
+    use crate::local::Home;
+
+    /// With every slot taken by a push that hangs, publishes must not make
+    /// the dispatcher read the database (those reads run on the writer that
+    /// publishes wait behind): it has no room to claim anything anyway.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_dispatcher_does_no_database_work_per_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let bus = Arc::new(LocalBus::open(&home).unwrap());
+        let issuer = Arc::new(LocalIssuer::open_or_create(dir.path()).unwrap());
+        // An endpoint that takes every push and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/push", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        bus.subscribe(super::super::Subscription::new("sub-1", "topic-a", &url))
+            .unwrap();
+        for i in 0..MAX_IN_FLIGHT {
+            bus.publish("topic-a", Message::new(format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let d = Dispatcher::new(bus.clone(), issuer).poll_interval(Duration::from_secs(3600));
+        let lookups = d.lookups.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(d.run(async move {
+            let _ = stopped.await;
+        }));
+        let patience = Instant::now();
+        while accepted.load(Ordering::SeqCst) < MAX_IN_FLIGHT {
+            assert!(
+                patience.elapsed() < Duration::from_secs(10),
+                "pushes never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = lookups.load(Ordering::SeqCst);
+        for i in 0..40 {
+            bus.publish("topic-a", Message::new(format!("more{i}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), before);
+        let _ = stop.send(());
+        running.abort();
+    }
 
     #[test]
     fn ack_codes_are_pubsubs() {

@@ -1,14 +1,15 @@
 //! Delivery bookkeeping: who may push which row when. A dispatcher leases
 //! due rows in one transaction; the lease expires on its own, so a row whose
 //! dispatcher died is retried by whoever polls next (at-least-once).
+//! Each operation is a function on the writer's connection; [`LocalBus`]
+//! runs it there, blocking (these methods) or not (the dispatcher's).
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DEAD_LETTER_SUFFIX, LocalBus, db_err, immediate, insert_message, published,
-    subscription_resource_name,
+    DEAD_LETTER_SUFFIX, LocalBus, db_err, insert_parts, published, subscription_resource_name,
 };
 use crate::Result;
 use crate::bus::PublishedMessage;
@@ -32,6 +33,20 @@ impl Claimed {
 }
 
 impl LocalBus {
+    /// Runs one of this module's operations on the writer, without
+    /// blocking a thread (the dispatcher's way).
+    pub(super) async fn leases<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.run(0, work).await
+    }
+}
+
+/// The same operations, blocking, for tests that choose the time.
+#[cfg(test)]
+impl LocalBus {
     /// Leases up to `limit` due deliveries for `owner` until `lease_until`.
     /// A row whose attempts are used up (its last lease expired unanswered)
     /// is dead-lettered instead.
@@ -42,12 +57,62 @@ impl LocalBus {
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<Claimed>> {
-        let mut conn = self.conn();
-        let tx = immediate(&mut conn)?;
-        let rows = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT d.subscription, d.message_id, d.attempts, s.max_attempts,
+        let owner = owner.to_string();
+        self.writer
+            .call(0, move |c| claim(c, &owner, limit, now, lease_until))
+    }
+
+    /// The endpoint acked: the delivery is done, whoever holds the lease now.
+    pub(super) fn ack(&self, subscription: &str, seq: i64) -> Result<()> {
+        let subscription = subscription.to_string();
+        self.writer.call(0, move |c| ack(c, &subscription, seq))
+    }
+
+    /// The endpoint nacked: retry at `retry_at`, or dead-letter when the
+    /// attempts are used up. Returns true when dead-lettered. A row whose
+    /// lease moved to another dispatcher is left alone.
+    pub(super) fn nack(
+        &self,
+        owner: &str,
+        subscription: &str,
+        seq: i64,
+        now: i64,
+        retry_at: i64,
+    ) -> Result<bool> {
+        let (owner, subscription) = (owner.to_string(), subscription.to_string());
+        self.writer.call(0, move |c| {
+            nack(c, &owner, &subscription, seq, now, retry_at)
+        })
+    }
+
+    /// Gives back this owner's leases (a clean stop) so a restart retries
+    /// them at once instead of after the lease expires.
+    pub(super) fn release(&self, owner: &str) -> Result<usize> {
+        let owner = owner.to_string();
+        self.writer.call(0, move |c| release(c, &owner))
+    }
+
+    /// When the next pending delivery could become due (ms), if any: the
+    /// earliest retry time or lease expiry.
+    pub(super) fn next_due(&self) -> Result<Option<i64>> {
+        self.writer.call(0, next_due)
+    }
+}
+
+/// Leases up to `limit` due deliveries for `owner` until `lease_until`.
+/// A row whose attempts are used up (its last lease expired unanswered)
+/// is dead-lettered instead.
+pub(super) fn claim(
+    tx: &Connection,
+    owner: &str,
+    limit: usize,
+    now: i64,
+    lease_until: i64,
+) -> Result<Vec<Claimed>> {
+    let rows = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT d.subscription, d.message_id, d.attempts, s.max_attempts,
                             s.push_endpoint, s.audience,
                             m.data, m.attributes, m.ordering_key, m.publish_time_ms
                      FROM deliveries d
@@ -62,138 +127,121 @@ impl LocalBus {
                              AND e.dead_ms IS NULL AND e.message_id < d.message_id))
                      ORDER BY d.due_ms, d.message_id
                      LIMIT ?2",
-                )
-                .map_err(db_err)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mapped = stmt
-                .query_map(params![now, limit], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, u32>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Vec<u8>>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                        r.get::<_, i64>(9)?,
-                    ))
-                })
-                .map_err(db_err)?;
-            mapped
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db_err)?
-        };
-        let mut claimed = Vec::with_capacity(rows.len());
-        for (sub, seq, attempts, max, endpoint, audience, data, attrs, key, ms) in rows {
-            if attempts >= max {
-                dead_letter(&tx, &sub, seq, attempts, now)?;
-                continue;
-            }
-            tx.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, lease_owner = ?1, lease_until_ms = ?2
-                 WHERE subscription = ?3 AND message_id = ?4",
-                params![owner, lease_until, sub, seq],
             )
             .map_err(db_err)?;
-            claimed.push(Claimed {
-                subscription: sub,
-                push_endpoint: endpoint,
-                audience,
-                attempt: attempts + 1,
-                message_seq: seq,
-                message: published(seq, data, &attrs, key, ms)?,
-            });
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mapped = stmt
+            .query_map(params![now, limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Vec<u8>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
+                ))
+            })
+            .map_err(db_err)?;
+        mapped
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)?
+    };
+    let mut claimed = Vec::with_capacity(rows.len());
+    for (sub, seq, attempts, max, endpoint, audience, data, attrs, key, ms) in rows {
+        if attempts >= max {
+            dead_letter(tx, &sub, seq, attempts, now)?;
+            continue;
         }
-        tx.commit().map_err(db_err)?;
-        Ok(claimed)
+        tx.prepare_cached(
+            "UPDATE deliveries SET attempts = attempts + 1, lease_owner = ?1, lease_until_ms = ?2
+                 WHERE subscription = ?3 AND message_id = ?4",
+        )
+        .and_then(|mut s| s.execute(params![owner, lease_until, sub, seq]))
+        .map_err(db_err)?;
+        claimed.push(Claimed {
+            subscription: sub,
+            push_endpoint: endpoint,
+            audience,
+            attempt: attempts + 1,
+            message_seq: seq,
+            message: published(seq, data, &attrs, key, ms)?,
+        });
     }
+    Ok(claimed)
+}
 
-    /// The endpoint acked: the delivery is done, whoever holds the lease now.
-    pub(super) fn ack(&self, subscription: &str, seq: i64) -> Result<()> {
-        self.conn()
-            .execute(
-                "DELETE FROM deliveries WHERE subscription = ?1 AND message_id = ?2 AND dead_ms IS NULL",
-                params![subscription, seq],
-            )
-            .map_err(db_err)
-            .map(drop)
-    }
+pub(super) fn ack(conn: &Connection, subscription: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM deliveries WHERE subscription = ?1 AND message_id = ?2 AND dead_ms IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![subscription, seq]))
+    .map_err(db_err)
+    .map(drop)
+}
 
-    /// The endpoint nacked: retry at `retry_at`, or dead-letter when the
-    /// attempts are used up. Returns true when dead-lettered. A row whose
-    /// lease moved to another dispatcher is left alone.
-    pub(super) fn nack(
-        &self,
-        owner: &str,
-        subscription: &str,
-        seq: i64,
-        now: i64,
-        retry_at: i64,
-    ) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = immediate(&mut conn)?;
-        let row: Option<(u32, u32)> = tx
-            .query_row(
-                "SELECT d.attempts, s.max_attempts FROM deliveries d
+pub(super) fn nack(
+    tx: &Connection,
+    owner: &str,
+    subscription: &str,
+    seq: i64,
+    now: i64,
+    retry_at: i64,
+) -> Result<bool> {
+    let row: Option<(u32, u32)> = tx
+        .query_row(
+            "SELECT d.attempts, s.max_attempts FROM deliveries d
                  JOIN subscriptions s ON s.name = d.subscription
                  WHERE d.subscription = ?1 AND d.message_id = ?2
                    AND d.dead_ms IS NULL AND d.lease_owner = ?3",
-                params![subscription, seq, owner],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db_err)?;
-        let dead = match row {
-            None => false,
-            Some((attempts, max)) if attempts >= max => {
-                dead_letter(&tx, subscription, seq, attempts, now)?;
-                true
-            }
-            Some(_) => {
-                tx.execute(
-                    "UPDATE deliveries SET due_ms = ?1, lease_owner = NULL, lease_until_ms = NULL
+            params![subscription, seq, owner],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let dead = match row {
+        None => false,
+        Some((attempts, max)) if attempts >= max => {
+            dead_letter(tx, subscription, seq, attempts, now)?;
+            true
+        }
+        Some(_) => {
+            tx.execute(
+                "UPDATE deliveries SET due_ms = ?1, lease_owner = NULL, lease_until_ms = NULL
                      WHERE subscription = ?2 AND message_id = ?3",
-                    params![retry_at, subscription, seq],
-                )
-                .map_err(db_err)?;
-                false
-            }
-        };
-        tx.commit().map_err(db_err)?;
-        Ok(dead)
-    }
-
-    /// Gives back this owner's leases (a clean stop) so a restart retries
-    /// them at once instead of after the lease expires.
-    pub(super) fn release(&self, owner: &str) -> Result<usize> {
-        self.conn()
-            .execute(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until_ms = NULL WHERE lease_owner = ?1",
-                [owner],
+                params![retry_at, subscription, seq],
             )
-            .map_err(db_err)
-    }
+            .map_err(db_err)?;
+            false
+        }
+    };
+    Ok(dead)
+}
 
-    /// When the next pending delivery could become due (ms), if any: the
-    /// earliest retry time or lease expiry.
-    pub(super) fn next_due(&self) -> Result<Option<i64>> {
-        self.conn()
-            .query_row(
-                "SELECT MIN(MAX(due_ms, COALESCE(lease_until_ms, due_ms))) FROM deliveries
-                 WHERE dead_ms IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db_err)
-    }
+pub(super) fn release(conn: &Connection, owner: &str) -> Result<usize> {
+    conn.execute(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until_ms = NULL WHERE lease_owner = ?1",
+        [owner],
+    )
+    .map_err(db_err)
+}
+
+pub(super) fn next_due(conn: &Connection) -> Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT MIN(MAX(due_ms, COALESCE(lease_until_ms, due_ms))) FROM deliveries
+         WHERE dead_ms IS NULL",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .map_err(db_err)
 }
 
 /// Marks the delivery dead and copies the message to `<topic>-dead-letter`
 /// with Pub/Sub's dead-letter attributes, so nothing dead-lettered is lost.
 fn dead_letter(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     subscription: &str,
     seq: i64,
     attempts: u32,
@@ -233,7 +281,7 @@ fn dead_letter(
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     );
     let dead_topic = format!("{topic}{DEAD_LETTER_SUFFIX}");
-    let copy = insert_message(
+    let copy = insert_parts(
         tx,
         &dead_topic,
         &original.data,

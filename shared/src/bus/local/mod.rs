@@ -2,8 +2,10 @@
 //! SQLite database under `PATCHPANDA_HOME` (`bus.db`).
 //!
 //! - `publish` commits the message and one delivery row per subscription of
-//!   the topic in one transaction, and returns the id only after the commit,
-//!   so an accepted message survives any crash.
+//!   the topic, and returns the id only after the commit (WAL fsynced), so
+//!   an accepted message survives a crash or power loss. All database work
+//!   of a process on one home goes through one writer thread ([`writer`]),
+//!   which commits whatever queued up meanwhile in one transaction.
 //! - Topics are created implicitly on first publish (the local stack is
 //!   config-free); subscriptions are created with [`LocalBus::subscribe`] and
 //!   receive messages published after they exist, like Pub/Sub's.
@@ -15,16 +17,17 @@ mod dispatcher;
 mod envelope;
 mod leases;
 mod validate;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -35,6 +38,7 @@ use crate::{Error, Result};
 
 pub use dispatcher::Dispatcher;
 pub use envelope::PushEnvelope;
+use writer::Writer;
 
 /// How long a topic keeps its messages (Pub/Sub's topic retention we mirror).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -46,6 +50,8 @@ pub const LOCAL_PROJECT: &str = "local";
 pub const DEAD_LETTER_SUFFIX: &str = "-dead-letter";
 /// Pruning is cheap but not free: at most once a minute per process.
 const PRUNE_EVERY_MS: i64 = 60_000;
+/// Statements the writer keeps prepared (every statement of the bus).
+const STATEMENT_CACHE: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -142,27 +148,16 @@ pub fn subscription_resource_name(name: &str) -> String {
     format!("projects/{LOCAL_PROJECT}/subscriptions/{name}")
 }
 
-/// The local bus. Cheap to clone; clones share one connection.
+/// The local bus. Cheap to clone; every bus of one home in a process
+/// shares one writer thread and its connection.
 #[derive(Clone)]
 pub struct LocalBus {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
     /// Wakes a dispatcher of this process on the same home right after a
     /// publish; other processes' publishes are found by polling.
     notify: Arc<Notify>,
     retention: Duration,
     last_prune_ms: Arc<AtomicI64>,
-    /// Publishes waiting to be committed: whoever holds the connection next
-    /// commits all of them in one transaction (group commit), so concurrent
-    /// publishers share one fsync instead of queueing for one each.
-    queue: Arc<Mutex<Vec<Queued>>>,
-}
-
-/// A publish waiting for the next group commit, with where to send its id.
-struct Queued {
-    topic: String,
-    message: Message,
-    now: i64,
-    done: std::sync::mpsc::Sender<Result<i64>>,
 }
 
 impl std::fmt::Debug for LocalBus {
@@ -175,14 +170,17 @@ impl std::fmt::Debug for LocalBus {
 
 impl LocalBus {
     pub fn open(home: &Home) -> Result<LocalBus> {
-        let conn = home.db("bus")?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        let writer = Writer::for_home(home.path(), || {
+            let conn = home.db("bus")?;
+            conn.execute_batch(SCHEMA).map_err(db_err)?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            Ok(conn)
+        })?;
         Ok(LocalBus {
-            conn: Arc::new(Mutex::new(conn)),
+            writer,
             notify: notifier_for(home.path()),
             retention: DEFAULT_RETENTION,
             last_prune_ms: Arc::new(AtomicI64::new(0)),
-            queue: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -200,17 +198,19 @@ impl LocalBus {
     pub fn messages(&self, topic: &str) -> Result<Vec<PublishedMessage>> {
         validate::resource_id("topic", topic)?;
         let cutoff = now_ms().saturating_sub(duration_ms(self.retention));
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, data, attributes, ordering_key, publish_time_ms FROM messages
-                 WHERE topic = ?1 AND publish_time_ms >= ?2 ORDER BY id",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![topic, cutoff], published_from_row)
-            .map_err(db_err)?;
-        rows.map(|r| r.map_err(db_err)?).collect()
+        let topic = topic.to_string();
+        self.writer.call(0, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, data, attributes, ordering_key, publish_time_ms FROM messages
+                     WHERE topic = ?1 AND publish_time_ms >= ?2 ORDER BY id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![topic, cutoff], published_from_row)
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)?).collect()
+        })
     }
 
     /// Creates the subscription, or updates its endpoint, audience and
@@ -227,91 +227,63 @@ impl LocalBus {
             ));
         }
         validate::max_attempts(sub.max_attempts)?;
-        let mut conn = self.conn();
-        let tx = immediate(&mut conn)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT topic FROM subscriptions WHERE name = ?1",
-                [&sub.name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        if let Some(topic) = existing
-            && topic != sub.topic
-        {
-            return Err(Error::AlreadyExists(format!(
-                "subscription {} exists on topic {topic}",
-                sub.name
-            )));
-        }
-        tx.execute(
-            "INSERT INTO subscriptions (name, topic, push_endpoint, audience, max_attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET push_endpoint = excluded.push_endpoint,
-                 audience = excluded.audience, max_attempts = excluded.max_attempts",
-            params![
-                sub.name,
-                sub.topic,
-                sub.push_endpoint,
-                sub.audience,
-                sub.max_attempts
-            ],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        self.writer
+            .call(0, move |conn| upsert_subscription(conn, &sub))
     }
 
     pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT name, topic, push_endpoint, audience, max_attempts FROM subscriptions
-                 ORDER BY name",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Subscription {
-                    name: r.get(0)?,
-                    topic: r.get(1)?,
-                    push_endpoint: r.get(2)?,
-                    audience: r.get(3)?,
-                    max_attempts: r.get(4)?,
+        self.writer.call(0, |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, topic, push_endpoint, audience, max_attempts FROM subscriptions
+                     ORDER BY name",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Subscription {
+                        name: r.get(0)?,
+                        topic: r.get(1)?,
+                        push_endpoint: r.get(2)?,
+                        audience: r.get(3)?,
+                        max_attempts: r.get(4)?,
+                    })
                 })
-            })
-            .map_err(db_err)?;
-        rows.map(|r| r.map_err(db_err)).collect()
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
     }
 
     /// Messages this subscription gave up on, oldest first.
     pub fn dead_letters(&self, subscription: &str) -> Result<Vec<PublishedMessage>> {
         validate::resource_id("subscription", subscription)?;
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT m.id, m.data, m.attributes, m.ordering_key, m.publish_time_ms
-                 FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.subscription = ?1 AND d.dead_ms IS NOT NULL ORDER BY m.id",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([subscription], published_from_row)
-            .map_err(db_err)?;
-        rows.map(|r| r.map_err(db_err)?).collect()
+        let subscription = subscription.to_string();
+        self.writer.call(0, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT m.id, m.data, m.attributes, m.ordering_key, m.publish_time_ms
+                     FROM deliveries d JOIN messages m ON m.id = d.message_id
+                     WHERE d.subscription = ?1 AND d.dead_ms IS NOT NULL ORDER BY m.id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([subscription], published_from_row)
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)?).collect()
+        })
     }
 
     /// How many messages this subscription has yet to deliver (in flight included).
     pub fn pending(&self, subscription: &str) -> Result<usize> {
         validate::resource_id("subscription", subscription)?;
-        let n: i64 = self
-            .conn()
-            .query_row(
+        let subscription = subscription.to_string();
+        let n: i64 = self.writer.call(0, move |conn| {
+            conn.prepare_cached(
                 "SELECT COUNT(*) FROM deliveries WHERE subscription = ?1 AND dead_ms IS NULL",
-                [subscription],
-                |r| r.get(0),
             )
-            .map_err(db_err)?;
+            .and_then(|mut s| s.query_row([subscription], |r| r.get(0)))
+            .map_err(db_err)
+        })?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -319,98 +291,46 @@ impl LocalBus {
     /// (Pub/Sub drops unacked messages past retention too). Returns how many.
     pub fn prune_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize> {
         let cutoff_ms = cutoff.timestamp_millis();
-        let mut conn = self.conn();
-        let tx = immediate(&mut conn)?;
-        tx.execute(
-            "DELETE FROM deliveries WHERE message_id IN
-                 (SELECT id FROM messages WHERE publish_time_ms < ?1)",
-            [cutoff_ms],
-        )
-        .map_err(db_err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM messages WHERE publish_time_ms < ?1",
-                [cutoff_ms],
-            )
-            .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
+        let n = self.writer.call(0, move |conn| prune(conn, cutoff_ms))?;
         self.last_prune_ms.store(now_ms(), Ordering::Relaxed);
         Ok(n)
     }
 
-    /// Prunes past retention, at most once a minute; failures only log,
-    /// since pruning is housekeeping and must not fail a publish.
+    /// Prunes past retention, at most once a minute, without waiting for
+    /// it: pruning is housekeeping and must neither slow nor fail a
+    /// publish. Work queued after it (in this process) sees it done.
     fn maybe_prune(&self) {
         let now = now_ms();
         if now - self.last_prune_ms.load(Ordering::Relaxed) < PRUNE_EVERY_MS {
             return;
         }
         self.last_prune_ms.store(now, Ordering::Relaxed);
-        let cutoff = Utc::now() - chrono::Duration::milliseconds(duration_ms(self.retention));
-        match self.prune_older_than(cutoff) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(pruned = n, "local bus pruned messages past retention"),
-            Err(e) => tracing::warn!(error = %e, "local bus pruning failed"),
-        }
+        let cutoff_ms = now.saturating_sub(duration_ms(self.retention));
+        self.writer.detach(move |conn| {
+            match prune(conn, cutoff_ms) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(pruned = n, "local bus pruned messages past retention"),
+                Err(e) => tracing::warn!(error = %e, "local bus pruning failed"),
+            }
+            Ok(())
+        });
     }
 
+    #[cfg(test)]
     fn publish_blocking(&self, topic: &str, message: &Message, now: i64) -> Result<String> {
         let id = self.commit_message(topic, message, now)?;
         self.maybe_prune();
         Ok(id.to_string())
     }
 
-    /// Queues the message, then commits every queued message in one
-    /// transaction unless another publisher already committed ours while we
-    /// waited for the connection. Returns only after our message is durable.
+    #[cfg(test)]
+    /// Commits the message (with whatever else the writer has queued) and
+    /// returns its id once it is durable. Blocks this thread.
     fn commit_message(&self, topic: &str, message: &Message, now: i64) -> Result<i64> {
-        let (done, result) = std::sync::mpsc::channel();
-        self.lock_queue().push(Queued {
-            topic: topic.to_string(),
-            message: message.clone(),
-            now,
-            done,
-        });
-        {
-            let mut conn = self.conn();
-            let batch = std::mem::take(&mut *self.lock_queue());
-            if !batch.is_empty() {
-                let outcome = commit_batch(&mut conn, &batch);
-                for (i, q) in batch.into_iter().enumerate() {
-                    let r = match &outcome {
-                        Ok(ids) => Ok(ids[i]),
-                        Err(e) => Err(e.clone()),
-                    };
-                    // The waiter may have given up; nothing to tell it then.
-                    let _ = q.done.send(r);
-                }
-            }
-        }
-        result.recv().map_err(|_| {
-            Error::Internal("local bus: a group commit lost a message's answer".into())
-        })?
-    }
-
-    fn lock_queue(&self) -> MutexGuard<'_, Vec<Queued>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back on drop), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs blocking database work off the async threads.
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&LocalBus) -> Result<T> + Send + 'static,
-    {
-        let bus = self.clone();
-        tokio::task::spawn_blocking(move || f(&bus))
-            .await
-            .map_err(|e| Error::Internal(format!("local bus task failed: {e}")))?
+        let (topic, message) = (topic.to_string(), message.clone());
+        self.writer.call(weight(&message), move |conn| {
+            insert_message(conn, &topic, &message, now)
+        })
     }
 }
 
@@ -424,48 +344,105 @@ impl Bus for LocalBus {
         }
         validate::message(&message)?;
         let topic = topic.to_string();
+        let now = now_ms();
+        // No thread waits here: the writer answers once the commit is durable.
         let id = self
-            .blocking(move |bus| bus.publish_blocking(&topic, &message, now_ms()))
+            .writer
+            .run(weight(&message), move |conn| {
+                insert_message(conn, &topic, &message, now)
+            })
             .await?;
+        self.maybe_prune();
         self.notify.notify_one();
-        Ok(id)
+        Ok(id.to_string())
     }
 
     async fn check(&self) -> Result<()> {
-        self.blocking(|bus| {
-            bus.conn()
-                .query_row("SELECT COUNT(*) FROM subscriptions", [], |r| {
+        self.writer
+            .run(0, |conn| {
+                conn.query_row("SELECT COUNT(*) FROM subscriptions", [], |r| {
                     r.get::<_, i64>(0)
                 })
                 .map_err(db_err)
                 .map(drop)
-        })
-        .await
+            })
+            .await
     }
 }
 
-/// One transaction for a whole batch: all messages are committed, or none.
-fn commit_batch(conn: &mut Connection, batch: &[Queued]) -> Result<Vec<i64>> {
-    let tx = immediate(conn)?;
-    let mut ids = Vec::with_capacity(batch.len());
-    for q in batch {
-        ids.push(insert_message(
-            &tx,
-            &q.topic,
-            &q.message.data,
-            &q.message.attributes,
-            q.message.ordering_key.as_deref(),
-            q.now,
-        )?);
+/// Roughly what a message writes, to bound a group commit's size.
+fn weight(message: &Message) -> usize {
+    message.data.len()
+        + message
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+fn upsert_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT topic FROM subscriptions WHERE name = ?1",
+            [&sub.name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    if let Some(topic) = existing
+        && topic != sub.topic
+    {
+        return Err(Error::AlreadyExists(format!(
+            "subscription {} exists on topic {topic}",
+            sub.name
+        )));
     }
-    tx.commit().map_err(db_err)?;
-    Ok(ids)
+    conn.execute(
+        "INSERT INTO subscriptions (name, topic, push_endpoint, audience, max_attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(name) DO UPDATE SET push_endpoint = excluded.push_endpoint,
+             audience = excluded.audience, max_attempts = excluded.max_attempts",
+        params![
+            sub.name,
+            sub.topic,
+            sub.push_endpoint,
+            sub.audience,
+            sub.max_attempts
+        ],
+    )
+    .map_err(db_err)
+    .map(drop)
+}
+
+fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize> {
+    conn.execute(
+        "DELETE FROM deliveries WHERE message_id IN
+             (SELECT id FROM messages WHERE publish_time_ms < ?1)",
+        [cutoff_ms],
+    )
+    .map_err(db_err)?;
+    conn.execute(
+        "DELETE FROM messages WHERE publish_time_ms < ?1",
+        [cutoff_ms],
+    )
+    .map_err(db_err)
 }
 
 /// Inserts a message and a pending delivery for each subscription of its
-/// topic; the caller commits.
-fn insert_message(
-    tx: &Transaction<'_>,
+/// topic; the writer commits.
+fn insert_message(conn: &Connection, topic: &str, message: &Message, now: i64) -> Result<i64> {
+    insert_parts(
+        conn,
+        topic,
+        &message.data,
+        &message.attributes,
+        message.ordering_key.as_deref(),
+        now,
+    )
+}
+
+fn insert_parts(
+    conn: &Connection,
     topic: &str,
     data: &[u8],
     attributes: &BTreeMap<String, String>,
@@ -474,18 +451,18 @@ fn insert_message(
 ) -> Result<i64> {
     let attributes = serde_json::to_string(attributes)
         .map_err(|e| Error::Internal(format!("encoding attributes: {e}")))?;
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO messages (topic, data, attributes, ordering_key, publish_time_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![topic, data, attributes, ordering_key, now],
     )
+    .and_then(|mut s| s.execute(params![topic, data, attributes, ordering_key, now]))
     .map_err(db_err)?;
-    let id = tx.last_insert_rowid();
-    tx.execute(
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached(
         "INSERT INTO deliveries (subscription, message_id, ordering_key, attempts, due_ms)
          SELECT name, ?1, ?2, 0, ?3 FROM subscriptions WHERE topic = ?4",
-        params![id, ordering_key, now, topic],
     )
+    .and_then(|mut s| s.execute(params![id, ordering_key, now, topic]))
     .map_err(db_err)?;
     Ok(id)
 }
@@ -515,11 +492,6 @@ fn published(
         ordering_key,
         publish_time: millis_to_time(publish_ms),
     })
-}
-
-fn immediate<'c>(conn: &'c mut Connection) -> Result<Transaction<'c>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)
 }
 
 /// One wake-up signal per home and process: the dev stack's functions each
