@@ -316,6 +316,29 @@ impl Kms for GcpKms {
             .map_err(|e| gax::to_error(&e, &self.version_name(number)))?;
         self.info_from(key)
     }
+
+    async fn disable_version(&self, number: u64) -> Result<KeyVersion> {
+        validate_key_name(&self.key_name)?;
+        if number == 0 {
+            return Err(Error::InvalidArgument(
+                "key version numbers start at 1".into(),
+            ));
+        }
+        let name = self.version_name(number);
+        let v = self
+            .client
+            .update_crypto_key_version()
+            .set_crypto_key_version(
+                model::CryptoKeyVersion::new()
+                    .set_name(name.clone())
+                    .set_state(State::Disabled),
+            )
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
+            .send()
+            .await
+            .map_err(|e| gax::to_error(&e, &name))?;
+        self.key_version(&v)
+    }
 }
 
 /// Whether two key names are the same key, whether each names the project
@@ -386,6 +409,7 @@ mod tests {
         CreateVersion(model::CreateCryptoKeyVersionRequest),
         GetVersion(model::GetCryptoKeyVersionRequest),
         SetPrimary(model::UpdateCryptoKeyPrimaryVersionRequest),
+        UpdateVersion(model::UpdateCryptoKeyVersionRequest),
         TestIam(iam::TestIamPermissionsRequest),
     }
 
@@ -486,6 +510,15 @@ mod tests {
             _: RequestOptions,
         ) -> GResult<model::CryptoKey> {
             self.answer(Call::SetPrimary(req), |c| c.key.clone())
+        }
+        async fn update_crypto_key_version(
+            &self,
+            req: model::UpdateCryptoKeyVersionRequest,
+            _: RequestOptions,
+        ) -> GResult<model::CryptoKeyVersion> {
+            self.answer(Call::UpdateVersion(req), |c| {
+                (!c.versions.is_empty()).then(|| c.versions.remove(0))
+            })
         }
         async fn test_iam_permissions(
             &self,
@@ -774,6 +807,30 @@ mod tests {
         let err = kms(&fake).set_primary(9).await.unwrap_err();
         assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
         assert!(err.to_string().contains("cryptoKeyVersions/9"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn disable_version_updates_only_its_state() {
+        let fake = Fake::with(|c| c.versions = vec![version(3, State::Disabled)]);
+        let v = kms(&fake).disable_version(3).await.unwrap();
+        assert_eq!((v.number, v.state), (3, KeyVersionState::Disabled));
+        assert_eq!(
+            fake.calls(),
+            vec![Call::UpdateVersion(
+                model::UpdateCryptoKeyVersionRequest::new()
+                    .set_crypto_key_version(
+                        model::CryptoKeyVersion::new()
+                            .set_name(format!("{KEY}/cryptoKeyVersions/3"))
+                            .set_state(State::Disabled)
+                    )
+                    .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
+            )]
+        );
+        let fake = Fake::with(|c| c.fail = Some(Code::FailedPrecondition));
+        let err = kms(&fake).disable_version(9).await.unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+        assert!(err.to_string().contains("cryptoKeyVersions/9"), "{err}");
+        assert!(kms(&Fake::default()).disable_version(0).await.is_err());
     }
 
     #[tokio::test]
