@@ -118,10 +118,11 @@ pub fn is_gateway_account(email: &str) -> bool {
     e.starts_with("patchpanda-") && e.ends_with(".iam.gserviceaccount.com")
 }
 
-/// Where IAM calls get their bearer token (ADC in production).
+/// Where IAM calls get their bearer token (ADC in production). The token
+/// is a credential: it stays in a `SecretValue` until the header is built.
 #[async_trait]
 pub trait TokenSource: Send + Sync {
-    async fn token(&self) -> Result<String, IamError>;
+    async fn token(&self) -> Result<SecretValue, IamError>;
 }
 
 /// Application Default Credentials.
@@ -129,14 +130,14 @@ pub struct Adc;
 
 #[async_trait]
 impl TokenSource for Adc {
-    async fn token(&self) -> Result<String, IamError> {
+    async fn token(&self) -> Result<SecretValue, IamError> {
         let creds = google_cloud_auth::credentials::Builder::default()
             .build_access_token_credentials()
             .map_err(|e| IamError::permanent(format!("no Application Default Credentials: {e}")))?;
         creds
             .access_token()
             .await
-            .map(|t| t.token)
+            .map(|t| SecretValue::from(t.token))
             .map_err(|e| IamError {
                 message: format!("getting an access token: {e}"),
                 retryable: true,
@@ -162,6 +163,13 @@ impl RestIam {
             tokens,
         }
     }
+}
+
+/// The token as the header wants it; reqwest marks the header sensitive.
+fn bearer(token: &SecretValue) -> Result<&str, IamError> {
+    token
+        .expose_str()
+        .ok_or_else(|| IamError::permanent("the access token is not UTF-8"))
 }
 
 fn transport(e: reqwest::Error) -> IamError {
@@ -227,7 +235,7 @@ impl IamApi for RestIam {
         let resp = self
             .http
             .post(&url)
-            .bearer_auth(self.tokens.token().await?)
+            .bearer_auth(bearer(&self.tokens.token().await?)?)
             .json(&serde_json::json!({
                 "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE",
                 "keyAlgorithm": "KEY_ALG_RSA_2048",
@@ -252,7 +260,7 @@ impl IamApi for RestIam {
         let resp = self
             .http
             .delete(&url)
-            .bearer_auth(self.tokens.token().await?)
+            .bearer_auth(bearer(&self.tokens.token().await?)?)
             .send()
             .await
             .map_err(transport)?;
@@ -416,7 +424,7 @@ mod tests {
 
     #[async_trait]
     impl TokenSource for NoToken {
-        async fn token(&self) -> Result<String, IamError> {
+        async fn token(&self) -> Result<SecretValue, IamError> {
             Err(IamError::permanent("no token in tests"))
         }
     }
