@@ -46,6 +46,15 @@ pub struct CreatedKey {
     pub key_file: SecretValue,
 }
 
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("name", &self.name)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait IamApi: Send + Sync {
     async fn create_key(&self, account: &str) -> Result<CreatedKey, IamError>;
@@ -55,14 +64,34 @@ pub trait IamApi: Send + Sync {
     async fn mint_token(&self, key_file: &SecretValue) -> Result<(), IamError>;
 }
 
-/// The fields of a JSON key file the rotation reads.
+/// The fields of a JSON key file the rotation reads. The private key goes
+/// straight from the parser into a `SecretValue` (zeroized on drop,
+/// redacted in `Debug`): no plain `String` copy of it outlives the parse.
 #[derive(Deserialize)]
 struct KeyFile {
     client_email: String,
     private_key_id: String,
-    private_key: String,
+    #[serde(deserialize_with = "secret")]
+    private_key: SecretValue,
     #[serde(default = "default_token_uri")]
     token_uri: String,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("client_email", &self.client_email)
+            .field("private_key_id", &self.private_key_id)
+            .field("private_key", &self.private_key)
+            .field("token_uri", &self.token_uri)
+            .finish()
+    }
+}
+
+/// Deserializes a JSON string into a `SecretValue`; the owned `String`
+/// serde hands over is moved (not copied) into the zeroizing buffer.
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretValue, D::Error> {
+    String::deserialize(d).map(SecretValue::from)
 }
 
 fn default_token_uri() -> String {
@@ -89,10 +118,11 @@ pub fn is_gateway_account(email: &str) -> bool {
     e.starts_with("patchpanda-") && e.ends_with(".iam.gserviceaccount.com")
 }
 
-/// Where IAM calls get their bearer token (ADC in production).
+/// Where IAM calls get their bearer token (ADC in production). The token
+/// is a credential: it stays in a `SecretValue` until the header is built.
 #[async_trait]
 pub trait TokenSource: Send + Sync {
-    async fn token(&self) -> Result<String, IamError>;
+    async fn token(&self) -> Result<SecretValue, IamError>;
 }
 
 /// Application Default Credentials.
@@ -100,14 +130,14 @@ pub struct Adc;
 
 #[async_trait]
 impl TokenSource for Adc {
-    async fn token(&self) -> Result<String, IamError> {
+    async fn token(&self) -> Result<SecretValue, IamError> {
         let creds = google_cloud_auth::credentials::Builder::default()
             .build_access_token_credentials()
             .map_err(|e| IamError::permanent(format!("no Application Default Credentials: {e}")))?;
         creds
             .access_token()
             .await
-            .map(|t| t.token)
+            .map(|t| SecretValue::from(t.token))
             .map_err(|e| IamError {
                 message: format!("getting an access token: {e}"),
                 retryable: true,
@@ -135,6 +165,13 @@ impl RestIam {
     }
 }
 
+/// The token as the header wants it; reqwest marks the header sensitive.
+fn bearer(token: &SecretValue) -> Result<&str, IamError> {
+    token
+        .expose_str()
+        .ok_or_else(|| IamError::permanent("the access token is not UTF-8"))
+}
+
 fn transport(e: reqwest::Error) -> IamError {
     IamError {
         message: format!("could not reach IAM: {e}"),
@@ -159,11 +196,36 @@ async fn status_error(what: &str, resp: reqwest::Response) -> IamError {
     }
 }
 
+/// IAM's answer to a key creation; `privateKeyData` is the base64 of the
+/// whole key file, so it is as secret as the key.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyResponse {
     name: String,
-    private_key_data: String,
+    #[serde(deserialize_with = "secret")]
+    private_key_data: SecretValue,
+}
+
+impl std::fmt::Debug for KeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyResponse")
+            .field("name", &self.name)
+            .field("private_key_data", &self.private_key_data)
+            .finish()
+    }
+}
+
+/// Decodes `privateKeyData` into the key file, never through a plain buffer.
+fn decode_key_data(k: KeyResponse) -> Result<CreatedKey, IamError> {
+    let mut data = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(k.private_key_data.expose())
+            .map_err(|_| IamError::permanent("IAM's privateKeyData is not base64"))?,
+    );
+    Ok(CreatedKey {
+        name: k.name,
+        key_file: SecretValue::new(std::mem::take(&mut *data)),
+    })
 }
 
 #[async_trait]
@@ -173,7 +235,7 @@ impl IamApi for RestIam {
         let resp = self
             .http
             .post(&url)
-            .bearer_auth(self.tokens.token().await?)
+            .bearer_auth(bearer(&self.tokens.token().await?)?)
             .json(&serde_json::json!({
                 "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE",
                 "keyAlgorithm": "KEY_ALG_RSA_2048",
@@ -184,19 +246,13 @@ impl IamApi for RestIam {
         if !resp.status().is_success() {
             return Err(status_error("creating a key", resp).await);
         }
-        let k: KeyResponse = resp
-            .json()
-            .await
-            .map_err(|e| IamError::permanent(format!("unreadable key from IAM: {e}")))?;
-        let data = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(k.private_key_data.as_bytes())
-                .map_err(|_| IamError::permanent("IAM's privateKeyData is not base64"))?,
-        );
-        Ok(CreatedKey {
-            name: k.name,
-            key_file: SecretValue::from(data.to_vec()),
-        })
+        // The body holds the key: read it into a zeroizing buffer, and say
+        // nothing of it (serde's message could quote it) if it is unreadable.
+        let body = SecretValue::new(Vec::from(resp.bytes().await.map_err(transport)?));
+        let k: KeyResponse = serde_json::from_slice(body.expose()).map_err(|_| {
+            IamError::permanent("IAM answered a key creation with an unreadable body")
+        })?;
+        decode_key_data(k)
     }
 
     async fn delete_key(&self, name: &str) -> Result<(), IamError> {
@@ -204,7 +260,7 @@ impl IamApi for RestIam {
         let resp = self
             .http
             .delete(&url)
-            .bearer_auth(self.tokens.token().await?)
+            .bearer_auth(bearer(&self.tokens.token().await?)?)
             .send()
             .await
             .map_err(transport)?;
@@ -216,7 +272,8 @@ impl IamApi for RestIam {
 
     async fn mint_token(&self, value: &SecretValue) -> Result<(), IamError> {
         let k = key_file(value)?;
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(k.private_key.as_bytes())
+        // EncodingKey zeroizes its DER on drop and redacts it in Debug.
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(k.private_key.expose())
             .map_err(|_| IamError::permanent("the key file's private_key is not an RSA key"))?;
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some(k.private_key_id.clone());
@@ -225,8 +282,12 @@ impl IamApi for RestIam {
             "iss": k.client_email, "scope": SCOPE, "aud": k.token_uri,
             "iat": now, "exp": now + 600,
         });
-        let assertion = jsonwebtoken::encode(&header, &claims, &key)
-            .map_err(|e| IamError::permanent(format!("signing with the key: {e}")))?;
+        // The signed assertion buys an access token for ten minutes: a
+        // credential in its own right, so it is zeroized too.
+        let assertion = zeroize::Zeroizing::new(
+            jsonwebtoken::encode(&header, &claims, &key)
+                .map_err(|_| IamError::permanent("signing with the key failed"))?,
+        );
         let resp = self
             .http
             .post(&k.token_uri)
@@ -285,5 +346,86 @@ mod tests {
             "projects/-/serviceAccounts/ci@p.iam.gserviceaccount.com/keys/abc"
         );
         assert!(key_name(&SecretValue::from("nope".to_string())).is_err());
+    }
+
+    /// Stands in for a PEM body: distinctive, so any leak is found.
+    const KEY_MATERIAL: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-key-material";
+
+    fn key_json() -> String {
+        format!(
+            r#"{{"client_email":"ci@p.iam.gserviceaccount.com","private_key_id":"abc","private_key":"-----BEGIN PRIVATE KEY-----\n{KEY_MATERIAL}\n-----END PRIVATE KEY-----\n"}}"#
+        )
+    }
+
+    fn assert_no_key(shown: &str, encoded: &str) {
+        assert!(!shown.contains(KEY_MATERIAL), "{shown}");
+        assert!(!shown.contains("BEGIN PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains(encoded), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn no_type_holding_the_key_prints_it_in_debug() {
+        let json = key_json();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
+
+        let file = key_file(&SecretValue::from(json.clone())).unwrap();
+        assert_eq!(file.private_key_id, "abc");
+        assert!(
+            file.private_key
+                .expose_str()
+                .unwrap()
+                .contains(KEY_MATERIAL)
+        );
+        assert_no_key(&format!("{file:?} {file:#?}"), &encoded);
+
+        let response: KeyResponse = serde_json::from_str(&format!(
+            r#"{{"name":"projects/p/serviceAccounts/ci/keys/abc","privateKeyData":"{encoded}"}}"#
+        ))
+        .unwrap();
+        assert_no_key(&format!("{response:?} {response:#?}"), &encoded);
+
+        let created = decode_key_data(response).unwrap();
+        assert_eq!(created.key_file.expose_str(), Some(json.as_str()));
+        assert_eq!(created.name, "projects/p/serviceAccounts/ci/keys/abc");
+        assert_no_key(&format!("{created:?} {created:#?}"), &encoded);
+    }
+
+    #[test]
+    fn an_unusable_key_file_fails_without_quoting_it() {
+        let bad = SecretValue::from(format!(r#"{{"private_key":"{KEY_MATERIAL}""#));
+        let e = key_file(&bad).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains(KEY_MATERIAL));
+
+        let response = KeyResponse {
+            name: "n".into(),
+            private_key_data: SecretValue::from(format!("!{KEY_MATERIAL}!")),
+        };
+        let e = decode_key_data(response).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains(KEY_MATERIAL));
+    }
+
+    #[tokio::test]
+    async fn a_key_that_is_not_rsa_fails_minting_without_quoting_it() {
+        let iam = RestIam::new(
+            "http://127.0.0.1:9",
+            Arc::new(NoToken),
+            Duration::from_secs(1),
+        );
+        let e = iam
+            .mint_token(&SecretValue::from(key_json()))
+            .await
+            .unwrap_err();
+        assert!(!e.retryable);
+        assert!(!format!("{e} {e:?}").contains(KEY_MATERIAL), "{e}");
+    }
+
+    struct NoToken;
+
+    #[async_trait]
+    impl TokenSource for NoToken {
+        async fn token(&self) -> Result<SecretValue, IamError> {
+            Err(IamError::permanent("no token in tests"))
+        }
     }
 }

@@ -9,6 +9,13 @@
 //! webhook secret, written before each KMS call. A resumed rotation adopts
 //! only the version its record names, never a newer one someone imported,
 //! and a crash after set-primary still ends in the `rotated` notice.
+//!
+//! Creating a version and noting it are two calls, so the record first
+//! notes the intent (the newest version number before the create). A crash
+//! between the two leaves a version nobody can prove this rotation made:
+//! the resume disables it (disabling loses nothing and can be undone, and
+//! this rotation never made it primary, so nothing was encrypted with it) and
+//! creates its own.
 
 use chrono::{DateTime, Utc};
 use patchpanda_shared::Error;
@@ -39,6 +46,11 @@ pub struct KmsRecord {
     pub old: Option<u64>,
     /// The version this rotation created, once created.
     pub created: Option<u64>,
+    /// Written before CreateCryptoKeyVersion: the newest version number
+    /// then. With `created` unset, an enabled non-primary version above it
+    /// is an orphan of an interrupted create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating_after: Option<u64>,
     #[serde(default)]
     pub emergency: bool,
 }
@@ -153,6 +165,8 @@ pub(crate) async fn rotate(
                 rotation_id: r.id,
                 step: if r.created.is_some() {
                     "created"
+                } else if r.creating_after.is_some() {
+                    "creating"
                 } else {
                     "started"
                 }
@@ -172,6 +186,7 @@ pub(crate) async fn rotate(
                 lease_until: rot.lease_end(),
                 old: info.primary.as_ref().map(|v| v.number),
                 created: None,
+                creating_after: None,
                 emergency,
             };
             (r, false)
@@ -222,10 +237,28 @@ async fn drive(
     });
     rot.publish(&started).await?;
 
+    let mut orphans = Vec::new();
     let new = match record.created {
         Some(n) => n,
         None => {
+            orphans = disable_orphans(rot, record).await?;
+            let newest = rot
+                .kms
+                .list_versions()
+                .await?
+                .iter()
+                .map(|v| v.number)
+                .max();
+            let before = record.clone();
+            record.creating_after = Some(newest.unwrap_or(0));
+            record.lease_until = rot.lease_end();
+            if !rot.write_record(Some(&before), Some(record)).await? {
+                return Err(RotationError::LostLease {
+                    secret: names::KMS_KEY.to_string(),
+                });
+            }
             let v = rot.kms.create_version().await?;
+            rot.crash(CrashPoint::KmsVersionCreated)?;
             let before = record.clone();
             record.created = Some(v.number);
             record.lease_until = rot.lease_end();
@@ -277,6 +310,9 @@ async fn drive(
         format!("version {new} is the primary (encrypt and decrypt tested)"),
         KEEP_OLD.to_string(),
     ];
+    if !orphans.is_empty() {
+        detail.push(orphan_note(&orphans));
+    }
     if record.emergency {
         detail.push(
             "emergency: old versions were not disabled (existing ciphertext needs them); re-encrypt and restore from backup to retire them"
@@ -302,6 +338,43 @@ async fn drive(
         resumed,
         detail: Some(detail),
     })
+}
+
+/// Disables the versions an interrupted attempt created before its record
+/// noted them: never adopted, since nothing proves who made them. Only
+/// enabled versions above the intent's mark that are not the primary.
+async fn disable_orphans(rot: &Rotator, record: &KmsRecord) -> Result<Vec<u64>, RotationError> {
+    let Some(mark) = record.creating_after else {
+        return Ok(Vec::new());
+    };
+    let primary = rot.kms.key_info().await?.primary.map(|v| v.number);
+    let mut orphans: Vec<u64> = rot
+        .kms
+        .list_versions()
+        .await?
+        .into_iter()
+        .filter(|v| v.number > mark && v.state == KeyVersionState::Enabled)
+        .map(|v| v.number)
+        .filter(|n| Some(*n) != primary)
+        .collect();
+    orphans.sort_unstable();
+    for &n in &orphans {
+        rot.kms.disable_version(n).await?;
+        tracing::warn!(
+            version = n,
+            rotation_id = %record.id,
+            "KMS version left by an interrupted rotation disabled, not adopted"
+        );
+    }
+    Ok(orphans)
+}
+
+fn orphan_note(orphans: &[u64]) -> String {
+    let list: Vec<String> = orphans.iter().map(u64::to_string).collect();
+    format!(
+        "version(s) {} created by an interrupted attempt before its record noted them were disabled, not adopted (never primary; enable again only if you made them)",
+        list.join(", ")
+    )
 }
 
 /// Makes the newest enabled version below the primary primary again.

@@ -62,4 +62,7 @@ pub trait Kms: Send + Sync + 'static {
     /// Creates a new enabled version (not yet primary).
     async fn create_version(&self) -> Result<KeyVersion>;
     async fn set_primary(&self, number: u64) -> Result<KeyInfo>;
+    /// Disables a version (UpdateCryptoKeyVersion, `updateMask=state`): it
+    /// neither encrypts nor decrypts until enabled again; nothing is lost.
+    async fn disable_version(&self, number: u64) -> Result<KeyVersion>;
 }

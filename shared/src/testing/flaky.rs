@@ -38,6 +38,7 @@ pub enum Call {
     ListKeyVersions,
     CreateKeyVersion,
     SetPrimary,
+    DisableKeyVersion,
 }
 
 impl Call {
@@ -258,6 +259,10 @@ impl<T: Kms> Kms for Flaky<T> {
     async fn set_primary(&self, number: u64) -> Result<KeyInfo> {
         self.enter(Call::SetPrimary).await?;
         self.inner.set_primary(number).await
+    }
+    async fn disable_version(&self, number: u64) -> Result<KeyVersion> {
+        self.enter(Call::DisableKeyVersion).await?;
+        self.inner.disable_version(number).await
     }
 }
 

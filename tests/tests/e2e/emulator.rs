@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine as _;
 use patchpanda_e2e::{Pulled, emulator_env, emulator_host, pull_until, start_stack};
 use patchpanda_shared::auth::local::LocalIssuer;
-use patchpanda_shared::backends::Backends;
 use patchpanda_shared::bus::emulator::PubsubEmulator;
-use patchpanda_shared::config::Config;
 use patchpanda_shared::names;
-use patchpanda_shared::secrets::VersionRef;
 
-use crate::{call_task, send_delivery, start_fake_github, webhook_secret};
+use crate::{
+    MALLORY, backends_as, bind_local, mentions, push_claims, push_envelope, pushed_delivery,
+    read_webhook_secret, request_rotation, send_delivery, serve, start_fake_github, webhook_secret,
+};
 
 const GITHUB_EVENTS_PULL: &str = "patchpanda-github-events-pull";
 
@@ -44,50 +43,75 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&[&r.audience]);
-    v.set_issuer(&[names::LOCAL_ISSUER]);
-    let Ok(claims) = jsonwebtoken::decode::<serde_json::Value>(token, r.issuer.decoding_key(), &v)
-    else {
+    let Some(claims) = push_claims(&r.issuer, &r.audience, &headers) else {
         *r.refused.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
     };
-    let mut envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(envelope["message"]["data"].as_str().unwrap_or_default())
-        .unwrap();
+    let (mut envelope, data) = push_envelope(&body);
     envelope["message"]["data"] = serde_json::Value::Null;
     r.got.lock().unwrap().push(Got {
         envelope,
         data,
-        caller: claims.claims["email"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        caller: claims["email"].as_str().unwrap_or_default().to_string(),
     });
     StatusCode::NO_CONTENT
 }
 
 async fn start_receiver(home: &std::path::Path) -> PushReceiver {
     let issuer = Arc::new(LocalIssuer::open_or_create(home).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, base) = bind_local().await;
     let r = PushReceiver {
         issuer,
-        audience: format!("http://{}/push", listener.local_addr().unwrap()),
+        audience: format!("{base}/push"),
         got: Arc::default(),
         refused: Arc::default(),
     };
-    let app = axum::Router::new()
-        .route("/push", axum::routing::post(receive))
-        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
-        .with_state(r.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    serve(
+        listener,
+        axum::Router::new()
+            .route("/push", axum::routing::post(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+            .with_state(r.clone()),
+    );
     r
+}
+
+/// A stack over the emulator at `host` pushing GitHub events to a fresh
+/// [`PushReceiver`], and the webhook secret it seeded.
+struct PushedStack {
+    _home: tempfile::TempDir,
+    receiver: PushReceiver,
+    running: patchpanda_e2e::RunningStack,
+    emu: PubsubEmulator,
+    secret: Vec<u8>,
+}
+
+async fn start_pushed_stack(host: &str) -> PushedStack {
+    let home = tempfile::tempdir().unwrap();
+    let receiver = start_receiver(home.path()).await;
+    let running = start_stack(
+        emulator_env(home.path(), host, &[]),
+        vec![receiver.audience.clone()],
+    )
+    .await;
+    let emu = emulator_of(&running);
+    let secret = webhook_secret(home.path()).await;
+    PushedStack {
+        _home: home,
+        receiver,
+        running,
+        emu,
+        secret,
+    }
+}
+
+/// webhook-ingest's webhook URL in a running stack.
+fn ingest_url(running: &patchpanda_e2e::RunningStack) -> String {
+    format!(
+        "http://{}{}",
+        running.stack.ingest,
+        webhook_ingest::ROUTE_WEBHOOK
+    )
 }
 
 async fn wait_for_push(r: &PushReceiver, delivery: &str) -> Got {
@@ -98,9 +122,7 @@ async fn wait_for_push(r: &PushReceiver, delivery: &str) -> Got {
             .lock()
             .unwrap()
             .iter()
-            .find(|g| {
-                g.envelope["message"]["attributes"]["github_delivery"].as_str() == Some(delivery)
-            })
+            .find(|g| pushed_delivery(&g.envelope) == Some(delivery))
             .cloned();
         if let Some(g) = hit {
             return g;
@@ -137,27 +159,15 @@ async fn emulator_a_delivery_is_published_and_read_back_with_its_attributes() {
     else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
-    let receiver = start_receiver(home.path()).await;
-    let running = start_stack(
-        emulator_env(home.path(), &host, &[]),
-        vec![receiver.audience.clone()],
-    )
-    .await;
-    let emu = emulator_of(&running);
-    let secret = webhook_secret(home.path()).await;
-    let ingest = format!(
-        "http://{}{}",
-        running.stack.ingest,
-        webhook_ingest::ROUTE_WEBHOOK
-    );
+    let s = start_pushed_stack(&host).await;
+    let ingest = ingest_url(&s.running);
     let client = reqwest::Client::new();
     assert_eq!(
-        send_delivery(&client, &ingest, &secret, "emu-attrs-1").await,
+        send_delivery(&client, &ingest, &s.secret, "emu-attrs-1").await,
         reqwest::StatusCode::ACCEPTED
     );
 
-    let pulled = pull_until(&emu, GITHUB_EVENTS_PULL, Duration::from_secs(30), |m| {
+    let pulled = pull_until(&s.emu, GITHUB_EVENTS_PULL, Duration::from_secs(30), |m| {
         delivery(m, "emu-attrs-1").is_some()
     })
     .await;
@@ -176,11 +186,11 @@ async fn emulator_a_delivery_is_published_and_read_back_with_its_attributes() {
 
     // The same message, pushed by the emulator through the relay: the
     // envelope Pub/Sub sends, with a token from the push account.
-    let got = wait_for_push(&receiver, "emu-attrs-1").await;
-    assert_eq!(got.caller, running.stack.identities.push);
+    let got = wait_for_push(&s.receiver, "emu-attrs-1").await;
+    assert_eq!(got.caller, s.running.stack.identities.push);
     assert_eq!(
         got.envelope["subscription"],
-        emu.subscription_name("patchpanda-github-events-push-0")
+        s.emu.subscription_name("patchpanda-github-events-push-0")
     );
     let msg = &got.envelope["message"];
     assert_eq!(msg["messageId"], m.message_id.as_str());
@@ -195,8 +205,8 @@ async fn emulator_a_delivery_is_published_and_read_back_with_its_attributes() {
         serde_json::from_value(msg["attributes"].clone()).unwrap();
     assert_eq!(attrs, m.attributes);
     assert_eq!(got.data, m.data);
-    assert_eq!(*receiver.refused.lock().unwrap(), 0);
-    drop(running);
+    assert_eq!(*s.receiver.refused.lock().unwrap(), 0);
+    drop(s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,15 +215,7 @@ async fn emulator_a_message_over_1_mib_is_published_pulled_and_pushed() {
     else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
-    let receiver = start_receiver(home.path()).await;
-    let running = start_stack(
-        emulator_env(home.path(), &host, &[]),
-        vec![receiver.audience.clone()],
-    )
-    .await;
-    let emu = emulator_of(&running);
-    let secret = webhook_secret(home.path()).await;
+    let s = start_pushed_stack(&host).await;
     // Random hex gzips to about half: a 3 MiB payload stays well over 1 MiB
     // after webhook-ingest compresses it.
     let blob: Vec<u8> = (0..3 * 1024 * 1024 / 2).map(|_| rand::random()).collect();
@@ -225,17 +227,13 @@ async fn emulator_a_message_over_1_mib_is_published_pulled_and_pushed() {
     }))
     .unwrap();
     let r = reqwest::Client::new()
-        .post(format!(
-            "http://{}{}",
-            running.stack.ingest,
-            webhook_ingest::ROUTE_WEBHOOK
-        ))
+        .post(ingest_url(&s.running))
         .header("content-type", "application/json")
         .header("x-github-event", "push")
         .header("x-github-delivery", "emu-big-1")
         .header(
             "x-hub-signature-256",
-            patchpanda_shared::github::signature::sign(&secret, &payload),
+            patchpanda_shared::github::signature::sign(&s.secret, &payload),
         )
         .body(payload.clone())
         .send()
@@ -243,7 +241,7 @@ async fn emulator_a_message_over_1_mib_is_published_pulled_and_pushed() {
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
 
-    let pulled = pull_until(&emu, GITHUB_EVENTS_PULL, Duration::from_secs(60), |m| {
+    let pulled = pull_until(&s.emu, GITHUB_EVENTS_PULL, Duration::from_secs(60), |m| {
         delivery(m, "emu-big-1").is_some()
     })
     .await;
@@ -260,9 +258,9 @@ async fn emulator_a_message_over_1_mib_is_published_pulled_and_pushed() {
         .unwrap();
     assert_eq!(unzipped, payload);
 
-    let got = wait_for_push(&receiver, "emu-big-1").await;
+    let got = wait_for_push(&s.receiver, "emu-big-1").await;
     assert_eq!(got.data, m.data, "the push carries the whole message");
-    drop(running);
+    drop(s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,11 +283,7 @@ async fn emulator_ordering_keys_travel_and_keep_order() {
         .await
         .unwrap();
     let secret = webhook_secret(home.path()).await;
-    let ingest = format!(
-        "http://{}{}",
-        running.stack.ingest,
-        webhook_ingest::ROUTE_WEBHOOK
-    );
+    let ingest = ingest_url(&running);
     let client = reqwest::Client::new();
     let sent: Vec<String> = (0..12).map(|i| format!("emu-order-{i:02}")).collect();
     for id in &sent {
@@ -343,14 +337,13 @@ async fn emulator_a_rotation_notice_reaches_ingest() {
         .unwrap();
     *gh.secret.lock().unwrap() = webhook_secret(home.path()).await;
 
-    let (status, body) = call_task(
+    request_rotation(
         home.path(),
-        &format!("http://{}/rotate", running.stack.worker),
+        &running.stack.worker,
         names::PRINCIPAL_OPERATOR_DEFAULT,
-        serde_json::json!({"secret": "webhook-secret", "emergency": false}),
+        names::WEBHOOK_SECRET,
     )
     .await;
-    assert!(status.is_success(), "rotation failed: {status} {body}");
 
     // The worker's notice is in the emulator...
     let notices = pull_until(&emu, "e2e-notices", Duration::from_secs(30), |m| {
@@ -378,15 +371,10 @@ async fn emulator_a_rotation_notice_reaches_ingest() {
     }
     // A delivery signed with the new secret GitHub now holds is accepted.
     let new_secret = gh.secret.lock().unwrap().clone();
-    let ingest = format!(
-        "http://{}{}",
-        running.stack.ingest,
-        webhook_ingest::ROUTE_WEBHOOK
-    );
     assert_eq!(
         send_delivery(
             &reqwest::Client::new(),
-            &ingest,
+            &ingest_url(&running),
             &new_secret,
             "emu-after-rotation"
         )
@@ -404,32 +392,17 @@ async fn emulator_audit_entries_and_alerts_travel_through_it() {
     let home = tempfile::tempdir().unwrap();
     let running = start_stack(emulator_env(home.path(), &host, &[]), vec![]).await;
     let emu = emulator_of(&running);
-    let mut env = running.env.clone();
-    env.set("PATCHPANDA_PRINCIPAL", "mallory@patchpanda.local");
-    let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).unwrap();
-    let b = Backends::open(&config).await.unwrap();
+    let (config, b) = backends_as(&running.env, MALLORY).await;
     assert!(format!("{b:?}").contains("Pub/Sub emulator"), "{b:?}");
-    b.secrets
-        .access(
-            &config.secret_id(names::WEBHOOK_SECRET),
-            &VersionRef::alias(names::ALIAS_CURRENT),
-        )
-        .await
-        .unwrap();
+    read_webhook_secret(&config, &b).await;
     let alerts = pull_until(
         &emu,
         "patchpanda-alerts-pull",
         Duration::from_secs(30),
-        |m| {
-            m.iter()
-                .any(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
-        },
+        |m| m.iter().any(|m| mentions(&m.data, MALLORY)),
     )
     .await;
-    let alert = alerts
-        .iter()
-        .find(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
-        .unwrap();
+    let alert = alerts.iter().find(|m| mentions(&m.data, MALLORY)).unwrap();
     assert!(alert.attr("severity").is_some(), "{:?}", alert.attributes);
     assert!(alert.attr("rule").is_some(), "{:?}", alert.attributes);
     // The audit entry came to the alerter by the emulator's push.

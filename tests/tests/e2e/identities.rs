@@ -12,14 +12,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use patchpanda_e2e::{RunningStack, emulator_env, emulator_host, pull, stack_env, start_stack};
-use patchpanda_shared::backends::Backends;
+use patchpanda_e2e::{RunningStack, pull, start_stack};
 use patchpanda_shared::bus::emulator::PubsubEmulator;
-use patchpanda_shared::config::{Config, Env};
+use patchpanda_shared::config::Config;
 use patchpanda_shared::names;
-use patchpanda_shared::secrets::VersionRef;
 
-use crate::{call_task, start_fake_github};
+use crate::{
+    backends_as, call_task, deployment_env, read_webhook_secret, request_rotation,
+    start_fake_github,
+};
 
 const PROJECT: &str = "patchpanda-e2e";
 const OPERATOR: &str = "alice@acme.example";
@@ -28,19 +29,20 @@ fn sa(id: &str) -> String {
     format!("patchpanda-{id}@{PROJECT}.iam.gserviceaccount.com")
 }
 
-pub(crate) async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
-    let mut env = env.clone();
-    env.set("PATCHPANDA_PRINCIPAL", principal);
-    let config = Config::from_env(&env, principal).unwrap();
-    let b = Backends::open(&config).await.unwrap();
-    (config, b)
-}
-
 /// One published message, as the scenario judges it.
 #[derive(Debug, Clone)]
 pub(crate) struct Msg {
     pub(crate) attributes: BTreeMap<String, String>,
     pub(crate) text: String,
+}
+
+impl Msg {
+    fn of(data: &[u8], attributes: BTreeMap<String, String>) -> Self {
+        Msg {
+            text: String::from_utf8_lossy(data).into_owned(),
+            attributes,
+        }
+    }
 }
 
 /// Where the scenario reads what was published: the local bus, or its own
@@ -82,19 +84,13 @@ impl Published {
                 .messages(topic)
                 .unwrap()
                 .into_iter()
-                .map(|m| Msg {
-                    text: String::from_utf8_lossy(&m.data).into_owned(),
-                    attributes: m.attributes,
-                })
+                .map(|m| Msg::of(&m.data, m.attributes))
                 .collect(),
             Published::Emulator { emulator, seen } => {
                 let new: Vec<Msg> = pull(emulator, &format!("e2e-{topic}"))
                     .await
                     .into_iter()
-                    .map(|m| Msg {
-                        text: String::from_utf8_lossy(&m.data).into_owned(),
-                        attributes: m.attributes,
-                    })
+                    .map(|m| Msg::of(&m.data, m.attributes))
                     .collect();
                 let mut seen = seen.lock().unwrap();
                 let all = seen.entry(topic.to_string()).or_default();
@@ -121,37 +117,25 @@ impl Published {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn as_a_deployment_routine_rotation_finish_and_key_upload_raise_no_rotator_alert() {
-    deployment_scenario(None).await;
-}
-
-/// The same through the emulator: pushes carry tokens of the project's push
-/// account, the only push identity the functions accept in this mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emulator_as_a_deployment_routine_operations_raise_no_rotator_alert() {
-    let Some(host) =
-        emulator_host("emulator_as_a_deployment_routine_operations_raise_no_rotator_alert")
-    else {
-        return;
-    };
-    deployment_scenario(Some(host)).await;
-}
+local_and_emulator!(
+    as_a_deployment_routine_rotation_finish_and_key_upload_raise_no_rotator_alert,
+    /// The same through the emulator: pushes carry tokens of the project's
+    /// push account, the only push identity the functions accept in this mode.
+    emulator_as_a_deployment_routine_operations_raise_no_rotator_alert,
+    deployment_scenario
+);
 
 async fn deployment_scenario(emulator: Option<String>) {
     let (gh, gh_url) = start_fake_github().await;
     let home = tempfile::tempdir().unwrap();
-    let extra = [
-        ("GOOGLE_CLOUD_PROJECT", PROJECT),
-        ("PATCHPANDA_PRINCIPAL", OPERATOR),
-        ("GITHUB_APP_ID", "4242"),
-        ("GITHUB_API_URL", gh_url.as_str()),
-        ("PATCHPANDA_ROTATION_GRACE", "1s"),
-    ];
-    let env = match &emulator {
-        Some(host) => emulator_env(home.path(), host, &extra),
-        None => stack_env(home.path(), &extra),
-    };
+    let env = deployment_env(
+        home.path(),
+        emulator.as_deref(),
+        PROJECT,
+        OPERATOR,
+        &gh_url,
+        &[],
+    );
     let running = start_stack(env.clone(), vec![]).await;
     let published = Published::of(&running, home.path()).await;
     let ids = running.stack.identities.clone();
@@ -165,25 +149,10 @@ async fn deployment_scenario(emulator: Option<String>) {
     // GitHub holds the seeded webhook secret (read as webhook-ingest, an
     // expected reader).
     let (config, ingest) = backends_as(&env, &ids.webhook_ingest).await;
-    let current = ingest
-        .secrets
-        .access(
-            &config.secret_id(names::WEBHOOK_SECRET),
-            &VersionRef::alias(names::ALIAS_CURRENT),
-        )
-        .await
-        .unwrap();
-    *gh.secret.lock().unwrap() = current.value.expose().to_vec();
+    *gh.secret.lock().unwrap() = read_webhook_secret(&config, &ingest).await;
 
     // A routine rotation, asked for by the operator.
-    let (status, body) = call_task(
-        home,
-        &format!("http://{}/rotate", running.stack.worker),
-        OPERATOR,
-        serde_json::json!({"secret": names::WEBHOOK_SECRET, "emergency": false}),
-    )
-    .await;
-    assert!(status.is_success(), "rotation failed: {status} {body}");
+    request_rotation(home, &running.stack.worker, OPERATOR, names::WEBHOOK_SECRET).await;
 
     // The scheduler's finish, once the 1 s grace is over.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -250,14 +219,7 @@ async fn deployment_scenario(emulator: Option<String>) {
     // A control the alerter must catch: a read by an unknown account. Once
     // its alert is out, the alerter has seen the earlier entries too.
     let (mconfig, mallory) = backends_as(&env, "mallory@acme.example").await;
-    mallory
-        .secrets
-        .access(
-            &mconfig.secret_id(names::WEBHOOK_SECRET),
-            &VersionRef::alias(names::ALIAS_CURRENT),
-        )
-        .await
-        .unwrap();
+    read_webhook_secret(&mconfig, &mallory).await;
     published
         .wait(names::TOPIC_ALERTS, Duration::from_secs(30), |m| {
             m.iter().any(|m| m.text.contains("mallory@acme.example"))

@@ -3,6 +3,31 @@
 //! Pub/Sub emulator in `emulator`, as a project's deployment in
 //! `identities`.
 
+/// One scenario as two tests: on the local bus (`$local`), and through
+/// Google's Pub/Sub emulator (`$emulated`, skipped loudly without it).
+macro_rules! local_and_emulator {
+    (
+        $(#[$local_doc:meta])* $local:ident,
+        $(#[$emulated_doc:meta])* $emulated:ident,
+        $scenario:ident
+    ) => {
+        $(#[$local_doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $local() {
+            $scenario(None).await;
+        }
+
+        $(#[$emulated_doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $emulated() {
+            let Some(host) = patchpanda_e2e::emulator_host(stringify!($emulated)) else {
+                return;
+            };
+            $scenario(Some(host)).await;
+        }
+    };
+}
+
 mod emulator;
 mod identities;
 mod routine;
@@ -16,7 +41,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
-use patchpanda_e2e::{free_port_base, stack_env, start_stack, wait_for_messages};
+use patchpanda_e2e::{emulator_env, free_port_base, stack_env, start_stack, wait_for_messages};
 use patchpanda_shared::auth::local::LocalIssuer;
 use patchpanda_shared::backends::Backends;
 use patchpanda_shared::config::{Config, Env};
@@ -97,31 +122,62 @@ struct Receiver {
     bad_tokens: Arc<Mutex<usize>>,
 }
 
-async fn receive(
-    State(r): State<Receiver>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
+/// The claims of a push's OIDC token, checked as a function checks them
+/// (the stack's local issuer, this audience); `None` when it fails.
+fn push_claims(
+    issuer: &LocalIssuer,
+    audience: &str,
+    headers: &HeaderMap,
+) -> Option<serde_json::Value> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&[&r.audience]);
+    v.set_audience(&[audience]);
     v.set_issuer(&[names::LOCAL_ISSUER]);
-    if jsonwebtoken::decode::<serde_json::Value>(token, r.issuer.decoding_key(), &v).is_err() {
+    jsonwebtoken::decode::<serde_json::Value>(token, issuer.decoding_key(), &v)
+        .ok()
+        .map(|t| t.claims)
+}
+
+/// A push body: the envelope and its message's decoded data.
+fn push_envelope(body: &[u8]) -> (serde_json::Value, Vec<u8>) {
+    let envelope: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(envelope["message"]["data"].as_str().unwrap_or_default())
+        .unwrap();
+    (envelope, data)
+}
+
+/// The delivery id a pushed event carries.
+fn pushed_delivery(envelope: &serde_json::Value) -> Option<&str> {
+    envelope["message"]["attributes"]["github_delivery"].as_str()
+}
+
+/// A listener on a free local port, and its `http://` base URL.
+async fn bind_local() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if push_claims(&r.issuer, &r.audience, &headers).is_none() {
         *r.bad_tokens.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
     }
-    let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let delivery = envelope["message"]["attributes"]["github_delivery"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(envelope["message"]["data"].as_str().unwrap())
-        .unwrap();
+    let (envelope, data) = push_envelope(&body);
+    let delivery = pushed_delivery(&envelope).unwrap_or_default().to_string();
     assert!(
         serde_json::from_slice::<serde_json::Value>(&data).is_ok(),
         "published data is the JSON payload"
@@ -134,6 +190,51 @@ async fn webhook_secret(home: &std::path::Path) -> Vec<u8> {
     let env = stack_env(home, &[]);
     let config = Config::from_env(&env, names::PRINCIPAL_WEBHOOK_INGEST).unwrap();
     let b = Backends::open(&config).await.unwrap();
+    read_webhook_secret(&config, &b).await
+}
+
+/// An account no allow-list names.
+const MALLORY: &str = "mallory@patchpanda.local";
+
+/// Whether a published message's data mentions `who`.
+fn mentions(data: &[u8], who: &str) -> bool {
+    String::from_utf8_lossy(data).contains(who)
+}
+
+/// Backends acting as `principal` in the stack of `env`.
+async fn backends_as(env: &Env, principal: &str) -> (Config, Backends) {
+    let mut env = env.clone();
+    env.set("PATCHPANDA_PRINCIPAL", principal);
+    let config = Config::from_env(&env, principal).unwrap();
+    let b = Backends::open(&config).await.unwrap();
+    (config, b)
+}
+
+/// The environment of a project's deployment (GOOGLE_CLOUD_PROJECT) with the
+/// operator, the fake GitHub App at `gh_url` and a 1 s rotation grace, plus
+/// `more`; over the emulator at `emulator`, or local.
+fn deployment_env(
+    home: &std::path::Path,
+    emulator: Option<&str>,
+    project: &str,
+    operator: &str,
+    gh_url: &str,
+    more: &[(&str, &str)],
+) -> Env {
+    let mut extra = vec![
+        ("GOOGLE_CLOUD_PROJECT", project),
+        ("PATCHPANDA_PRINCIPAL", operator),
+        ("GITHUB_APP_ID", "4242"),
+        ("GITHUB_API_URL", gh_url),
+        ("PATCHPANDA_ROTATION_GRACE", "1s"),
+    ];
+    extra.extend_from_slice(more);
+    scenario_env(home, emulator, &extra)
+}
+
+/// Reads the current webhook secret as whoever `b` acts as (an audited
+/// access: the alerter judges the reader).
+async fn read_webhook_secret(config: &Config, b: &Backends) -> Vec<u8> {
     let v = b
         .secrets
         .access(
@@ -143,6 +244,35 @@ async fn webhook_secret(home: &std::path::Path) -> Vec<u8> {
         .await
         .unwrap();
     v.value.expose().to_vec()
+}
+
+/// The stack's environment: over the emulator at `emulator`, or local.
+fn scenario_env(home: &std::path::Path, emulator: Option<&str>, extra: &[(&str, &str)]) -> Env {
+    match emulator {
+        Some(host) => emulator_env(home, host, extra),
+        None => stack_env(home, extra),
+    }
+}
+
+/// Asks the worker at `worker` (host:port) to rotate `secret` as `caller`;
+/// the rotation must succeed.
+async fn request_rotation(
+    home: &std::path::Path,
+    worker: impl std::fmt::Display,
+    caller: &str,
+    secret: &str,
+) {
+    let (status, body) = call_task(
+        home,
+        &format!("http://{worker}{}", rotation_worker::ROUTE_ROTATE),
+        caller,
+        serde_json::json!({"secret": secret, "emergency": false}),
+    )
+    .await;
+    assert!(
+        status.is_success(),
+        "rotating {secret} failed: {status} {body}"
+    );
 }
 
 async fn send_delivery(
@@ -179,18 +309,20 @@ async fn send_delivery(
 async fn no_accepted_delivery_is_lost_across_kill_9() {
     let home = tempfile::tempdir().unwrap();
     let issuer = Arc::new(LocalIssuer::open_or_create(home.path()).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let push_url = format!("http://{}/push", listener.local_addr().unwrap());
+    let (listener, base) = bind_local().await;
+    let push_url = format!("{base}/push");
     let receiver = Receiver {
         issuer,
         audience: push_url.clone(),
         got: Arc::default(),
         bad_tokens: Arc::default(),
     };
-    let app = axum::Router::new()
-        .route("/push", post(receive))
-        .with_state(receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    serve(
+        listener,
+        axum::Router::new()
+            .route("/push", post(receive))
+            .with_state(receiver.clone()),
+    );
 
     let port = free_port_base();
     let ingest = format!("http://127.0.0.1:{port}");
@@ -254,31 +386,16 @@ async fn an_operator_reading_a_secret_raises_an_alert() {
     let running = start_stack(stack_env(home.path(), &[]), vec![]).await;
     // The stack seeded its secrets as the rotation worker; nothing alerts yet
     // for a read by a function identity.
-    let mut env: Env = running.env.clone();
-    env.set("PATCHPANDA_PRINCIPAL", "mallory@patchpanda.local");
-    let config = Config::from_env(&env, names::PRINCIPAL_OPERATOR_DEFAULT).unwrap();
-    let b = Backends::open(&config).await.unwrap();
-    b.secrets
-        .access(
-            &config.secret_id(names::WEBHOOK_SECRET),
-            &VersionRef::alias(names::ALIAS_CURRENT),
-        )
-        .await
-        .unwrap();
+    let (config, b) = backends_as(&running.env, MALLORY).await;
+    read_webhook_secret(&config, &b).await;
     let alerts = wait_for_messages(
         home.path(),
         names::TOPIC_ALERTS,
         Duration::from_secs(30),
-        |m| {
-            m.iter()
-                .any(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
-        },
+        |m| m.iter().any(|m| mentions(&m.data, MALLORY)),
     )
     .await;
-    let alert = alerts
-        .iter()
-        .find(|m| String::from_utf8_lossy(&m.data).contains("mallory@patchpanda.local"))
-        .unwrap();
+    let alert = alerts.iter().find(|m| mentions(&m.data, MALLORY)).unwrap();
     assert!(
         alert.attributes.contains_key("severity"),
         "{:?}",
@@ -332,16 +449,17 @@ async fn gh_patch_hook_config(
 /// Starts a [`FakeGitHub`]; returns it and its base URL.
 async fn start_fake_github() -> (FakeGitHub, String) {
     let gh = FakeGitHub::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gh_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/app", axum::routing::get(gh_app))
-        .route(
-            "/app/hook/config",
-            axum::routing::get(gh_hook_config).patch(gh_patch_hook_config),
-        )
-        .with_state(gh.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (listener, gh_url) = bind_local().await;
+    serve(
+        listener,
+        axum::Router::new()
+            .route("/app", axum::routing::get(gh_app))
+            .route(
+                "/app/hook/config",
+                axum::routing::get(gh_hook_config).patch(gh_patch_hook_config),
+            )
+            .with_state(gh.clone()),
+    );
     (gh, gh_url)
 }
 
@@ -402,27 +520,15 @@ async fn rotating_the_webhook_secret_under_load_rejects_no_valid_delivery() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let worker = format!("http://{}/rotate", running.stack.worker);
-    let issuer = LocalIssuer::open_or_create(home.path()).unwrap();
-    let token = issuer
-        .mint(
-            &worker,
-            names::PRINCIPAL_OPERATOR_DEFAULT,
-            Duration::from_secs(300),
-        )
-        .unwrap();
     let old_secret = gh.secret.lock().unwrap().clone();
     for _ in 0..2 {
-        let r = reqwest::Client::new()
-            .post(&worker)
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"secret": "webhook-secret", "emergency": false}))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
-        assert!(status.is_success(), "rotation failed: {status} {body}");
+        request_rotation(
+            home.path(),
+            &running.stack.worker,
+            names::PRINCIPAL_OPERATOR_DEFAULT,
+            names::WEBHOOK_SECRET,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -14,13 +14,17 @@ use std::time::Duration;
 use clap::Parser as _;
 use patchpanda::commands::{Cli, dispatch};
 use patchpanda::context::Ctx;
-use patchpanda_e2e::{emulator_env, emulator_host, stack_env, start_stack};
+use patchpanda_e2e::start_stack;
+use patchpanda_shared::backends::Backends;
 use patchpanda_shared::config::Config;
 use patchpanda_shared::names;
-use patchpanda_shared::secrets::{SecretUpdate, VersionRef};
+use patchpanda_shared::secrets::SecretUpdate;
 
-use crate::identities::{Published, backends_as};
-use crate::{call_task, start_fake_github};
+use crate::identities::Published;
+use crate::{
+    backends_as, call_task, deployment_env, read_webhook_secret, request_rotation,
+    start_fake_github,
+};
 
 const PROJECT: &str = "patchpanda-routine";
 const OPERATOR: &str = "alice@acme.example";
@@ -57,22 +61,32 @@ async fn run_cli(env: &patchpanda_shared::config::Env, args: &[&str]) -> Result<
         .map_err(|f| f.0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
-    scenario(None).await;
+/// Sets one annotation on secret `id` as whoever `b` acts as, guarded by
+/// the etag it read.
+async fn plant_annotation(b: &Backends, id: &str, key: &str, value: &str) {
+    let s = b.secrets.get_secret(id).await.unwrap();
+    let mut planted = s.annotations.clone();
+    planted.insert(key.to_string(), value.to_string());
+    b.secrets
+        .update_secret(
+            id,
+            SecretUpdate {
+                aliases: None,
+                annotations: Some(planted),
+            },
+            Some(&s.etag),
+        )
+        .await
+        .unwrap();
 }
 
-/// The same through Google's Pub/Sub emulator (pubsub.tf's subscriptions,
-/// pushes signed as the project's push account).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emulator_as_a_deployment_routine_operations_raise_no_alert_and_attacks_do() {
-    let Some(host) =
-        emulator_host("emulator_as_a_deployment_routine_operations_raise_no_alert_and_attacks_do")
-    else {
-        return;
-    };
-    scenario(Some(host)).await;
-}
+local_and_emulator!(
+    as_a_deployment_routine_operations_raise_no_alert_and_attacks_do,
+    /// The same through Google's Pub/Sub emulator (pubsub.tf's
+    /// subscriptions, pushes signed as the project's push account).
+    emulator_as_a_deployment_routine_operations_raise_no_alert_and_attacks_do,
+    scenario
+);
 
 async fn scenario(emulator: Option<String>) {
     let (gh, gh_url) = start_fake_github().await;
@@ -85,18 +99,14 @@ async fn scenario(emulator: Option<String>) {
         "announce_hold = \"3s\"\nrotation_grace = \"2s\"\n",
     )
     .unwrap();
-    let extra = [
-        ("GOOGLE_CLOUD_PROJECT", PROJECT),
-        ("PATCHPANDA_PRINCIPAL", OPERATOR),
-        ("GITHUB_APP_ID", "4242"),
-        ("GITHUB_API_URL", gh_url.as_str()),
-        ("PATCHPANDA_ROTATION_GRACE", "1s"),
-        ("PATCHPANDA_ALERTER_CONFIG", alerter_toml.to_str().unwrap()),
-    ];
-    let env = match &emulator {
-        Some(host) => emulator_env(home.path(), host, &extra),
-        None => stack_env(home.path(), &extra),
-    };
+    let env = deployment_env(
+        home.path(),
+        emulator.as_deref(),
+        PROJECT,
+        OPERATOR,
+        &gh_url,
+        &[("PATCHPANDA_ALERTER_CONFIG", alerter_toml.to_str().unwrap())],
+    );
     let running = start_stack(env.clone(), vec![]).await;
     let published = Published::of(&running, home.path()).await;
     let ids = running.stack.identities.clone();
@@ -106,30 +116,10 @@ async fn scenario(emulator: Option<String>) {
 
     let (config, ingest) = backends_as(&env, &ids.webhook_ingest).await;
     let webhook_id = config.secret_id(names::WEBHOOK_SECRET);
-    let current = ingest
-        .secrets
-        .access(&webhook_id, &VersionRef::alias(names::ALIAS_CURRENT))
-        .await
-        .unwrap();
-    *gh.secret.lock().unwrap() = current.value.expose().to_vec();
+    *gh.secret.lock().unwrap() = read_webhook_secret(&config, &ingest).await;
 
     // --- Routine ---
-    let rotate = |secret: &'static str| {
-        let url = format!("{worker}{}", rotation_worker::ROUTE_ROTATE);
-        async move {
-            let (status, body) = call_task(
-                home,
-                &url,
-                OPERATOR,
-                serde_json::json!({"secret": secret, "emergency": false}),
-            )
-            .await;
-            assert!(
-                status.is_success(),
-                "rotating {secret} failed: {status} {body}"
-            );
-        }
-    };
+    let rotate = |secret| request_rotation(home, &running.stack.worker, OPERATOR, secret);
     rotate(names::WEBHOOK_SECRET).await;
     // The scheduler's finish once the 1 s grace is over, and again later
     // (outside every rotation window, as the hourly run is).
@@ -200,55 +190,26 @@ async fn scenario(emulator: Option<String>) {
     // --- Attacks ---
     // 1. A read of the webhook secret by an unknown account.
     let (mconfig, mallory) = backends_as(&env, MALLORY).await;
-    mallory
-        .secrets
-        .access(
-            &mconfig.secret_id(names::WEBHOOK_SECRET),
-            &VersionRef::alias(names::ALIAS_CURRENT),
-        )
-        .await
-        .unwrap();
+    read_webhook_secret(&mconfig, &mallory).await;
     // 2. An unknown account plants an annotation (issue 11: a grace or lease
     //    annotation changes what the gateway accepts).
-    let s = mallory.secrets.get_secret(&webhook_id).await.unwrap();
-    let mut planted = s.annotations.clone();
-    planted.insert(
-        names::ANNOTATION_PREVIOUS_VALID_UNTIL.to_string(),
-        "2099-01-01T00:00:00Z".to_string(),
-    );
-    mallory
-        .secrets
-        .update_secret(
-            &webhook_id,
-            SecretUpdate {
-                aliases: None,
-                annotations: Some(planted),
-            },
-            Some(&s.etag),
-        )
-        .await
-        .unwrap();
+    plant_annotation(
+        &mallory,
+        &webhook_id,
+        names::ANNOTATION_PREVIOUS_VALID_UNTIL,
+        "2099-01-01T00:00:00Z",
+    )
+    .await;
     // 3. The rotator's account changing annotations with no rotation
     //    announced (a stolen credential).
     let (_, rotator) = backends_as(&env, &ids.rotation_worker).await;
-    let s = rotator.secrets.get_secret(&webhook_id).await.unwrap();
-    let mut planted = s.annotations.clone();
-    planted.insert(
-        "patchpanda-rotation".to_string(),
-        "{\"planted\":true}".to_string(),
-    );
-    rotator
-        .secrets
-        .update_secret(
-            &webhook_id,
-            SecretUpdate {
-                aliases: None,
-                annotations: Some(planted),
-            },
-            Some(&s.etag),
-        )
-        .await
-        .unwrap();
+    plant_annotation(
+        &rotator,
+        &webhook_id,
+        "patchpanda-rotation",
+        "{\"planted\":true}",
+    )
+    .await;
     // 4. An unknown account moves the KMS key's primary.
     let primary = mallory
         .kms

@@ -82,6 +82,9 @@ pub enum CrashPoint {
     /// KMS: after the new version became primary, before it was tested and
     /// announced.
     KmsPrimarySet,
+    /// KMS: after CreateCryptoKeyVersion answered, before the record noted
+    /// the version (only the intent to create is on record).
+    KmsVersionCreated,
 }
 
 /// The in-flight rotation, as stored in [`ANNOTATION_ROTATION`].

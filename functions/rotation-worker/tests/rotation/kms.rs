@@ -110,11 +110,80 @@ async fn a_newer_version_the_rotation_did_not_create_is_not_adopted() {
     let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
     assert_eq!(out.version, Some(imported + 1));
     assert!(!out.resumed);
+    // Made before the rotation began: not an orphan, so left enabled.
+    let imported_state = env
+        .kms
+        .list_versions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.number == imported)
+        .unwrap()
+        .state;
+    assert_eq!(
+        imported_state,
+        patchpanda_shared::kms::KeyVersionState::Enabled
+    );
     assert_eq!(out.previous_version, Some(before));
     assert_eq!(
         env.kms.key_info().await.unwrap().primary.unwrap().number,
         imported + 1
     );
+}
+
+/// Issue 14.5: a version created just before a crash, before the record
+/// noted it, is never adopted and does not stay enabled: the resume finds it
+/// from the recorded intent, disables it and makes its own.
+#[tokio::test]
+async fn a_kms_version_orphaned_by_a_crash_is_disabled_not_adopted() {
+    use patchpanda_shared::kms::KeyVersionState;
+    let env = TestEnv::new(false).await;
+    let before = env.kms.key_info().await.unwrap().primary.unwrap().number;
+    let crashing = env.rotator_with(|s| s.crash_at = Some(CrashPoint::KmsVersionCreated));
+    crashing.rotate(names::KMS_KEY, false).await.unwrap_err();
+    let orphan = before + 1;
+    assert_eq!(env.kms.list_versions().await.unwrap().len() as u64, orphan);
+    env.clock.advance_std(Duration::from_secs(301));
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
+    assert!(out.resumed);
+    assert_eq!(
+        (out.version, out.previous_version),
+        (Some(orphan + 1), Some(before))
+    );
+    assert_eq!(
+        env.kms.key_info().await.unwrap().primary.unwrap().number,
+        orphan + 1
+    );
+    let state = |versions: &[patchpanda_shared::kms::KeyVersion], n: u64| {
+        versions.iter().find(|v| v.number == n).unwrap().state
+    };
+    let versions = env.kms.list_versions().await.unwrap();
+    assert_eq!(state(&versions, orphan), KeyVersionState::Disabled);
+    assert_eq!(state(&versions, before), KeyVersionState::Enabled);
+    let detail = out.detail.unwrap();
+    assert!(
+        detail.contains(&format!("version(s) {orphan} ")),
+        "{detail}"
+    );
+    assert!(
+        env.bus
+            .notices()
+            .last()
+            .unwrap()
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("not adopted")
+    );
+
+    // Nothing is left in flight; the next rotation leaves the disabled
+    // orphan and every other version alone.
+    let out = env.rotator().rotate(names::KMS_KEY, false).await.unwrap();
+    assert!(!out.resumed);
+    assert_eq!(out.version, Some(orphan + 2));
+    let versions = env.kms.list_versions().await.unwrap();
+    assert_eq!(state(&versions, orphan), KeyVersionState::Disabled);
+    assert_eq!(state(&versions, orphan + 1), KeyVersionState::Enabled);
 }
 
 /// Issue 14.5: a crash after set-primary still ends, on resume, in the

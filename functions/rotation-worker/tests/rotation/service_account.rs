@@ -187,8 +187,8 @@ struct StaticToken;
 
 #[async_trait::async_trait]
 impl TokenSource for StaticToken {
-    async fn token(&self) -> Result<String, IamError> {
-        Ok(BEARER.to_string())
+    async fn token(&self) -> Result<patchpanda_shared::SecretValue, IamError> {
+        Ok(BEARER.to_string().into())
     }
 }
 

@@ -444,6 +444,11 @@ impl Kms for LocalKms {
         .await;
         result
     }
+
+    async fn disable_version(&self, number: u64) -> Result<KeyVersion> {
+        self.set_version_state(number, KeyVersionState::Disabled)
+            .await
+    }
 }
 
 pub(super) fn version_name(number: u64) -> String {
