@@ -110,6 +110,60 @@ fn classify(entry: LogEntry) -> Result<Decoded, Malformed> {
     Ok(Decoded::Ignored("not an audit entry"))
 }
 
+/// Cloud Audit Logs' log ids (`cloudaudit.googleapis.com/<kind>`), which
+/// only Google writes.
+const AUDIT_LOG_IDS: [&str; 4] = ["activity", "data_access", "system_event", "policy"];
+
+/// The log ids Cloud Run writes a container's output to.
+const RUN_LOG_IDS: [&str; 2] = ["stdout", "stderr"];
+
+/// Keeps an entry only when its log is one the rules may believe: an audit
+/// entry from a Cloud Audit Logs log, a signature rejection from a Cloud
+/// Run container's output. Anyone who may write log entries can write an
+/// AuditLog payload into a log of their own naming, and the sink matches
+/// `logName:"cloudaudit.googleapis.com"` as a substring, so a forged
+/// `.../logs/x-cloudaudit.googleapis.com%2Fdata_access` would otherwise
+/// raise alerts, or keep the Data Access silence check quiet after the
+/// real Data Access logs were turned off. Such an entry is acknowledged and
+/// ignored, with a warning.
+pub fn trusted(decoded: Decoded) -> Decoded {
+    let (entry, service, ids) = match &decoded {
+        Decoded::Audit(e) => (e, "cloudaudit.googleapis.com", &AUDIT_LOG_IDS[..]),
+        Decoded::SignatureRejected(e) => (e, "run.googleapis.com", &RUN_LOG_IDS[..]),
+        Decoded::Ignored(_) => return decoded,
+    };
+    if log_id(&entry.log_name)
+        .and_then(|id| id.strip_prefix(service))
+        .and_then(|rest| rest.strip_prefix("%2F").or_else(|| rest.strip_prefix('/')))
+        .is_some_and(|kind| ids.contains(&kind))
+    {
+        return decoded;
+    }
+    let shown: String = entry.log_name.chars().take(200).collect();
+    tracing::warn!(
+        event = "untrusted_log_entry",
+        log_name = %crate::rules::one_line(&shown),
+        insert_id = %crate::rules::one_line(&entry.insert_id.chars().take(100).collect::<String>()),
+        "ignoring an entry whose log is not {service}'s: whoever wrote it can write log entries"
+    );
+    match decoded {
+        Decoded::Audit(_) => Decoded::Ignored("an audit payload outside Cloud Audit Logs' logs"),
+        _ => Decoded::Ignored("a signature rejection outside Cloud Run's container logs"),
+    }
+}
+
+/// `<id>` of `<projects|organizations|folders|billingAccounts>/<x>/logs/<id>`.
+fn log_id(log_name: &str) -> Option<&str> {
+    let mut parts = log_name.splitn(4, '/');
+    let (Some(kind), Some(owner), Some("logs"), Some(id)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let known = ["projects", "organizations", "folders", "billingAccounts"].contains(&kind);
+    (known && !owner.is_empty()).then_some(id)
+}
+
 /// The entry's time: its timestamp, else when Logging received it, else now.
 pub fn entry_time(entry: &LogEntry, now: DateTime<Utc>) -> DateTime<Utc> {
     entry
@@ -324,5 +378,59 @@ mod tests {
         let wrapped = format!(r#"{{"message":{{"data":"{}"}}}}"#, STANDARD.encode(inner));
         assert!(matches!(decode(wrapped.as_bytes()), Ok(Decoded::Audit(_))));
         assert!(decode(br#"{"message":{"data":"%%%"}}"#).is_err());
+    }
+
+    #[test]
+    fn only_google_written_logs_are_trusted() {
+        let audit = |log: &str| {
+            trusted(
+                decode(
+                    format!(r#"{{"logName":"{log}","protoPayload":{{"serviceName":"s","methodName":"m"}}}}"#)
+                        .as_bytes(),
+                )
+                .unwrap(),
+            )
+        };
+        for ok in [
+            "projects/p/logs/cloudaudit.googleapis.com%2Factivity",
+            "projects/p/logs/cloudaudit.googleapis.com%2Fdata_access",
+            "projects/p/logs/cloudaudit.googleapis.com/data_access",
+            "organizations/1/logs/cloudaudit.googleapis.com%2Fpolicy",
+        ] {
+            assert!(matches!(audit(ok), Decoded::Audit(_)), "{ok}");
+        }
+        for forged in [
+            "projects/p/logs/x-cloudaudit.googleapis.com%2Fdata_access",
+            "projects/p/logs/cloudaudit.googleapis.com%2Fdata_access2",
+            "projects/p/logs/cloudaudit.googleapis.com%2Fx%2Fdata_access",
+            "projects/p/logs/my-app",
+            "projects//logs/cloudaudit.googleapis.com%2Factivity",
+            "x/cloudaudit.googleapis.com%2Factivity",
+            "",
+        ] {
+            assert!(matches!(audit(forged), Decoded::Ignored(_)), "{forged}");
+        }
+        let sig = |log: &str| {
+            trusted(
+                decode(
+                    format!(
+                        r#"{{"logName":"{log}","jsonPayload":{{"event":"signature_rejected"}}}}"#
+                    )
+                    .as_bytes(),
+                )
+                .unwrap(),
+            )
+        };
+        assert!(matches!(
+            sig("projects/p/logs/run.googleapis.com%2Fstdout"),
+            Decoded::SignatureRejected(_)
+        ));
+        for forged in [
+            "projects/p/logs/my-app",
+            "projects/p/logs/cloudaudit.googleapis.com%2Factivity",
+            "projects/p/logs/evil-run.googleapis.com%2Fstdout",
+        ] {
+            assert!(matches!(sig(forged), Decoded::Ignored(_)), "{forged}");
+        }
     }
 }

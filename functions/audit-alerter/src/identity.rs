@@ -36,7 +36,11 @@ impl PrincipalSet {
                 continue;
             }
             if let Some(domain) = p.strip_prefix('*') {
-                self.domains.push(domain.to_string());
+                // `*@d` and `*d` both mean "emails at exactly d".
+                let domain = domain.trim_start_matches('@');
+                if !domain.is_empty() {
+                    self.domains.push(domain.to_string());
+                }
             } else {
                 self.exact.insert(p);
             }
@@ -44,8 +48,12 @@ impl PrincipalSet {
     }
 
     /// `principal` must already be normalized (see [`normalize_principal`]).
+    /// A domain matches only a plain email's whole domain: a federated
+    /// subject (`principal://.../subject/x@d`) or a claim merely ending in
+    /// `@d` is not at `d`.
     pub fn contains(&self, principal: &str) -> bool {
-        self.exact.contains(principal) || self.domains.iter().any(|d| principal.ends_with(d))
+        self.exact.contains(principal)
+            || email_domain(principal).is_some_and(|d| self.domains.iter().any(|x| x == d))
     }
 
     /// Whether any of one party's names is in the set.
@@ -62,6 +70,16 @@ impl PrincipalSet {
     }
 }
 
+/// The domain of a plain email `local@domain` (no scheme, path or second
+/// `@`), else None.
+fn email_domain(p: &str) -> Option<&str> {
+    let (local, domain) = p.split_once('@')?;
+    let plain = |s: &str| {
+        !s.is_empty() && !s.contains(['@', '/', ':']) && !s.chars().any(char::is_whitespace)
+    };
+    (plain(local) && plain(domain)).then_some(domain)
+}
+
 /// Lower-cased, without an IAM member-type prefix; a service account named
 /// by resource (`projects/-/serviceAccounts/X`,
 /// `//iam.googleapis.com/projects/P/serviceAccounts/X`) becomes `X`, its
@@ -72,8 +90,17 @@ pub fn normalize_principal(p: &str) -> String {
         .strip_prefix("serviceAccount:")
         .or_else(|| p.strip_prefix("user:"))
         .unwrap_or(p);
-    let p = match p.split_once("/serviceAccounts/") {
-        Some((_, rest)) if !p.starts_with("principal") => rest.split('/').next().unwrap_or(rest),
+    // Only the two resource forms Google writes; anything else merely
+    // containing `/serviceAccounts/` (a federated subject, a claim) stays
+    // whole, so it cannot pass for the account it names.
+    let resource = p
+        .strip_prefix("//iam.googleapis.com/")
+        .unwrap_or(p)
+        .strip_prefix("projects/")
+        .and_then(|rest| rest.split_once("/serviceAccounts/"))
+        .map(|(project, account)| (project, account.split('/').next().unwrap_or(account)));
+    let p = match resource {
+        Some((project, account)) if !project.contains('/') && !account.is_empty() => account,
         _ => p,
     };
     p.to_ascii_lowercase()
@@ -187,18 +214,32 @@ impl Identity {
 /// or `thirdPartyPrincipal.thirdPartyClaims` (its `sub`), plus the hop's
 /// own `principalSubject`.
 fn hop(v: &Value) -> Option<Party> {
-    let names = [
+    let google = [
         v.pointer("/firstPartyPrincipal/principalEmail"),
         v.get("principalSubject"),
-        v.pointer("/thirdPartyPrincipal/thirdPartyClaims/sub"),
-        v.pointer("/thirdPartyPrincipal/thirdPartyClaims/email"),
     ]
     .into_iter()
     .flatten()
     .filter_map(Value::as_str)
-    .map(normalize_principal)
-    .collect();
-    Party::from_names(names)
+    .map(normalize_principal);
+    // Claims are whatever the external identity provider wrote: they name
+    // the party, but under a prefix no allow-list entry of an email,
+    // subject or account id equals, so `sub: gw@p.iam.gserviceaccount.com`
+    // is not the gateway's account.
+    let claims = [
+        (
+            "sub",
+            v.pointer("/thirdPartyPrincipal/thirdPartyClaims/sub"),
+        ),
+        (
+            "email",
+            v.pointer("/thirdPartyPrincipal/thirdPartyClaims/email"),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(claim, value)| Some((claim, value?.as_str()?)))
+    .map(|(claim, value)| format!("thirdparty-{claim}:{}", value.trim().to_ascii_lowercase()));
+    Party::from_names(google.chain(claims).collect())
 }
 
 #[cfg(test)]
@@ -234,6 +275,52 @@ mod tests {
             ),
             "principal://iam.googleapis.com/projects/1/locations/global/workloadidentitypools/gh/subject/repo"
         );
+    }
+
+    #[test]
+    fn a_name_merely_containing_an_allowed_one_does_not_match() {
+        let set = PrincipalSet::new([
+            "gw@p.iam.gserviceaccount.com",
+            "*@gcp-sa-secretmanager.iam.gserviceaccount.com",
+            "*corp.example",
+        ]);
+        for forged in [
+            // Federated subjects an outside identity provider chooses.
+            "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/subject/x@gcp-sa-secretmanager.iam.gserviceaccount.com",
+            "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/subject/gw@p.iam.gserviceaccount.com",
+            "evil/serviceAccounts/gw@p.iam.gserviceaccount.com",
+            "projects/x/evil/serviceAccounts/gw@p.iam.gserviceaccount.com",
+            // Prefix, suffix and domain tricks.
+            "gw@p.iam.gserviceaccount.com.evil.example",
+            "xgw@p.iam.gserviceaccount.com",
+            "mallory@evilcorp.example",
+            "a@b@corp.example",
+            "@corp.example",
+            "mallory@sub.corp.example",
+        ] {
+            assert!(!set.contains(&normalize_principal(forged)), "{forged}");
+        }
+        assert!(set.contains(&normalize_principal("Alice@Corp.Example")));
+        assert!(set.contains(&normalize_principal(
+            "service-123@gcp-sa-secretmanager.iam.gserviceaccount.com"
+        )));
+    }
+
+    #[test]
+    fn third_party_claims_never_pass_for_an_allowed_name() {
+        let set = PrincipalSet::new(["gw@p.iam.gserviceaccount.com", "*@corp.example"]);
+        for claims in [
+            r#"{"sub":"gw@p.iam.gserviceaccount.com"}"#,
+            r#"{"sub":"projects/-/serviceAccounts/gw@p.iam.gserviceaccount.com"}"#,
+            r#"{"email":"alice@corp.example"}"#,
+        ] {
+            let e = entry(&format!(
+                r#"{{"principalEmail":"gw@p.iam.gserviceaccount.com","serviceAccountDelegationInfo":[{{"thirdPartyPrincipal":{{"thirdPartyClaims":{claims}}}}}]}}"#
+            ));
+            let id = Identity::of(&e);
+            assert_eq!(id.chain.len(), 1, "{claims}");
+            assert!(!id.allowed(&set), "{claims}");
+        }
     }
 
     #[test]

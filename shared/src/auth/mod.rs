@@ -199,6 +199,15 @@ impl PushVerifier {
                     ),
                 ))
             }
+            // Cloud Run sets K_SERVICE on every service. The local issuer's
+            // key is a file under PATCHPANDA_HOME: in an image (or on a
+            // mounted volume) whoever holds a copy could mint tokens every
+            // private route accepts, so a deployment that left
+            // PATCHPANDA_BACKEND at its `local` default refuses to start
+            // rather than trust it.
+            Backend::Local { .. } if config.service.is_some() => Err(Error::FailedPrecondition(
+                "refusing to trust the local token issuer on Cloud Run (K_SERVICE is set): set PATCHPANDA_BACKEND=gcp".into(),
+            )),
             Backend::Local { home } => {
                 let issuer = local::LocalIssuer::open_or_create(home)?;
                 let mut allowed = config.push_service_accounts.clone();
@@ -647,6 +656,18 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let err = verifier.verify(&h, "/events/rotation").await.unwrap_err();
         assert!(err.to_string().contains("audience"), "{err}");
+    }
+
+    #[test]
+    fn from_config_refuses_the_local_issuer_on_cloud_run() {
+        let home = local::test_keys::home_with_key(1);
+        let env = crate::config::Env::from_pairs([
+            ("PATCHPANDA_HOME", home.path().to_str().unwrap()),
+            ("K_SERVICE", "patchpanda-rotation-worker"),
+        ]);
+        let config = Config::from_env(&env, names::PRINCIPAL_ROTATION_WORKER).unwrap();
+        let err = PushVerifier::from_config(&config).unwrap_err();
+        assert!(err.to_string().contains("PATCHPANDA_BACKEND=gcp"), "{err}");
     }
 
     #[tokio::test]

@@ -1,13 +1,17 @@
 //! Typed events: what a route's handler receives.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method, Uri};
 
 /// A plain HTTP request, body read in full (within the route's limit).
-#[derive(Debug, Clone)]
+/// Its Debug shows header names and the body's size only: an unverified
+/// caller's `Authorization` or cookie, or a body holding a credential, must
+/// not reach a log through `?event`.
+#[derive(Clone)]
 pub struct HttpRequest {
     pub method: Method,
     pub uri: Uri,
@@ -28,8 +32,9 @@ pub enum PushFormat {
     CloudEventStructured,
 }
 
-/// One Pub/Sub message delivered by push, whatever the format.
-#[derive(Debug, Clone)]
+/// One Pub/Sub message delivered by push, whatever the format. Its Debug
+/// shows the data's size, not the data, nor attribute values.
+#[derive(Clone)]
 pub struct PushMessage {
     pub message_id: String,
     /// Decoded bytes (base64 already undone).
@@ -44,8 +49,8 @@ pub struct PushMessage {
 }
 
 /// A Cloud Scheduler call (or any OIDC-authenticated task call, such as the
-/// CLI's `POST /rotate`).
-#[derive(Debug, Clone)]
+/// CLI's `POST /rotate`). Its Debug shows header names and the body's size.
+#[derive(Clone)]
 pub struct SchedulerJob {
     /// X-CloudScheduler-JobName, when the scheduler sent it.
     pub job_name: Option<String>,
@@ -63,6 +68,61 @@ impl SchedulerJob {
             (Some(j), Some(t)) => Some(format!("{j}@{t}")),
             _ => None,
         }
+    }
+}
+
+/// Header names only: values may be credentials.
+struct HeaderNames<'a>(&'a HeaderMap);
+
+impl fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// A byte count in place of the bytes.
+struct Size(usize);
+
+impl fmt::Debug for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .field("headers", &HeaderNames(&self.headers))
+            .field("body", &Size(self.body.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for PushMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushMessage")
+            .field("message_id", &self.message_id)
+            .field("data", &Size(self.data.len()))
+            .field("attributes", &self.attributes.keys().collect::<Vec<_>>())
+            .field("ordering_key", &self.ordering_key.is_some())
+            .field("publish_time", &self.publish_time)
+            .field("subscription", &self.subscription)
+            .field("delivery_attempt", &self.delivery_attempt)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SchedulerJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchedulerJob")
+            .field("job_name", &self.job_name)
+            .field("schedule_time", &self.schedule_time)
+            .field("headers", &HeaderNames(&self.headers))
+            .field("body", &Size(self.body.len()))
+            .finish()
     }
 }
 
@@ -127,6 +187,46 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
         }
+    }
+
+    #[test]
+    fn debug_prints_neither_header_values_nor_bodies() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer tok-s3cr3t".parse().unwrap());
+        headers.insert("x-hub-signature-256", "sha256=sig-s3cr3t".parse().unwrap());
+        let body = Bytes::from_static(br#"{"value":"body-s3cr3t"}"#);
+        let http = HttpRequest {
+            method: http::Method::POST,
+            uri: "/webhook?token=q-s3cr3t".parse().unwrap(),
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        let push = PushMessage {
+            message_id: "m-1".into(),
+            data: body.clone(),
+            attributes: BTreeMap::from([("k".to_string(), "attr-s3cr3t".to_string())]),
+            ordering_key: Some("ok-s3cr3t".into()),
+            publish_time: None,
+            subscription: None,
+            delivery_attempt: None,
+            format: PushFormat::Wrapped,
+        };
+        let job = SchedulerJob {
+            job_name: None,
+            schedule_time: None,
+            headers,
+            body,
+        };
+        for shown in [
+            format!("{http:?}"),
+            format!("{push:?}"),
+            format!("{job:?}"),
+            format!("{http:#?}"),
+        ] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("bytes"), "{shown}");
+        }
+        assert!(format!("{http:?}").contains("authorization"));
     }
 
     #[test]

@@ -179,15 +179,32 @@ pub(crate) struct AlertParts<'a> {
     pub details: BTreeMap<String, String>,
 }
 
-/// Escapes control characters (newlines included), so a summary stays on
-/// one line in every sink.
+/// Characters that change how the text around them reads without being
+/// seen: control characters (newlines included), Unicode's bidirectional
+/// overrides, embeddings, isolates and marks (a `U+202E` in a principal
+/// shows `moc.elpmaxe@eve` as `eve@example.com`), zero-width characters
+/// and the line/paragraph separators.
+pub(crate) fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// Escapes hidden characters ([`is_hidden`]), so a summary stays on one
+/// line in every sink and reads as what it holds.
 pub(crate) fn one_line(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(is_hidden) {
         return s.to_string();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if is_hidden(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()

@@ -24,8 +24,11 @@ impl SlackSink {
 /// Slack decodes these three everywhere and reads `<...>` as a link,
 /// mention or `<!channel>`; escaping them is what Slack's "Formatting text"
 /// page asks for. Every attacker-controlled text goes through here.
+/// Hidden characters (newlines, bidi overrides) are shown escaped too, so a
+/// field stays inside its code span and reads as what it holds.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    crate::rules::one_line(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }

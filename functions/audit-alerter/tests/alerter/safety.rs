@@ -78,3 +78,32 @@ fn pagerduty_and_webhook_bodies_are_valid_json_with_the_fields_verbatim() {
     let back: Alert = serde_json::from_slice(&alert.to_json()).unwrap();
     assert_eq!(back.principal, NASTY);
 }
+
+/// Bidi overrides, isolates, zero-width characters and newlines in a
+/// principal or user agent: every human-readable text shows them escaped,
+/// so `eve@example.com` cannot be displayed for `moc.elpmaxe@eve`.
+#[test]
+fn hidden_characters_are_shown_escaped_in_every_human_text() {
+    const HIDDEN: [char; 8] = [
+        '\u{202E}', '\u{2066}', '\u{2069}', '\u{200F}', '\u{200B}', '\u{FEFF}', '\n', '\u{2029}',
+    ];
+    let h = harness();
+    let sneaky = "mallory\u{202E}moc.elpmaxe@\u{2066}gw\u{2069}\u{200B}\u{FEFF}\n\u{2029}x";
+    let mut e = access("bidi-1", "mallory@example.com", WEBHOOK_SECRET_ID);
+    e["protoPayload"]["authenticationInfo"] = json!({"principalEmail": sneaky});
+    e["protoPayload"]["requestMetadata"]["callerSuppliedUserAgent"] = json!(sneaky);
+    let alert = match h.alerter.analyze(&serde_json::to_vec(&e).unwrap()).unwrap() {
+        audit_alerter::Analysis::Alerts(a) => a.into_iter().next().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(alert.summary.contains("\\u{202e}"), "{}", alert.summary);
+    let mut human = vec![alert.summary.clone()];
+    strings(&slack::payload(&alert), &mut human);
+    let pd = pagerduty::event(&alert, "routing-key");
+    human.push(pd["payload"]["summary"].as_str().unwrap().to_string());
+    for s in &human {
+        // Slack's field labels end in a newline of our own.
+        let s = s.replace(":*\n`", ":* `");
+        assert!(!s.contains(HIDDEN), "hidden character in {s:?}");
+    }
+}

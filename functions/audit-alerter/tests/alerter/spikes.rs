@@ -59,3 +59,42 @@ async fn silence_in_data_access_logs_raises_a_warning_once() {
     h.clock.advance(TimeDelta::hours(2));
     assert_eq!(h.alerter.tick().await.len(), 1);
 }
+
+/// Someone who may write log entries forges Data Access entries into a log
+/// of their own naming (the sink's `logName:"cloudaudit.googleapis.com"` is
+/// a substring match): they neither re-arm the silence check nor alert.
+#[tokio::test]
+async fn forged_audit_entries_outside_cloud_audit_logs_neither_silence_nor_alert() {
+    let h = harness();
+    h.clock.advance(TimeDelta::hours(5));
+    for (i, log) in [
+        format!("projects/{PROJECT}/logs/x-cloudaudit.googleapis.com%2Fdata_access"),
+        format!("projects/{PROJECT}/logs/my-app"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = access(&format!("forged-{i}"), HUMAN, WEBHOOK_SECRET_ID);
+        e["logName"] = json!(log);
+        h.ok(&e).await;
+    }
+    h.none();
+    h.clock.advance(TimeDelta::hours(2));
+    let out = h.alerter.tick().await;
+    assert_eq!(out.len(), 1, "the forged entries did not re-arm the check");
+    assert_eq!(out[0].rule, Rule::DataAccessSilent);
+    // A signature rejection written outside Cloud Run's container logs.
+    let mut s = test_settings(&[]);
+    s.signature_spike.min_count = 2;
+    let h = harness_with(s);
+    for i in 0..5 {
+        h.ok(&json!({
+            "insertId": format!("fsig-{i}"),
+            "logName": format!("projects/{PROJECT}/logs/my-app"),
+            "jsonPayload": {"event": "signature_rejected", "reason": "mismatch", "remote_ip": "203.0.113.9"},
+            "timestamp": ts(i),
+        }))
+        .await;
+    }
+    h.none();
+}

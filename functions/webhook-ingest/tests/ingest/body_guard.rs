@@ -189,3 +189,37 @@ async fn a_body_slower_than_the_read_deadline_is_cut_off_and_a_normal_one_is_not
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(h.bus.inner().messages().len(), 1);
 }
+
+/// A caller that gives up mid-body (the connection drops, so the request
+/// future is dropped) or whose body breaks gives every reserved byte back,
+/// and changes nothing else.
+#[tokio::test]
+async fn a_dropped_or_broken_body_gives_its_reservation_back() {
+    let h = Harness::new(&[SECRET], &[]);
+    let router = h.router();
+    // Declared 20 MiB, 1 MiB sent, then the caller disappears.
+    let (_release, rest) = tokio::sync::oneshot::channel::<Bytes>();
+    let task = tokio::spawn(router.clone().oneshot(forged(
+        "dropped",
+        Some(20 * MIB),
+        held_body(Bytes::from(vec![b' '; MIB]), rest),
+    )));
+    wait_until("the body is reserved", || h.wi.budget.used() == 20 * MIB).await;
+    task.abort();
+    wait_until("the reservation is given back", || h.wi.budget.used() == 0).await;
+    // A chunked body whose stream fails midway: 400, nothing held.
+    let (release, rest) = tokio::sync::oneshot::channel::<Bytes>();
+    drop(release);
+    let resp = router
+        .clone()
+        .oneshot(forged(
+            "broken",
+            None,
+            held_body(Bytes::from(vec![b' '; 2 * MIB]), rest),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(h.wi.budget.used(), 0);
+    assert!(h.bus.inner().messages().is_empty(), "nothing published");
+}
