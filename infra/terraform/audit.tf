@@ -48,11 +48,20 @@ locals {
     [for n in values(local.service_names) : "protoPayload.resourceName:\"/revisions/${n}-\""],
   ))
 
+  # The four log ids only Cloud Audit Logs writes, by exact name: `logName:`
+  # is a substring match, and anyone allowed to write log entries could name
+  # a log `x-cloudaudit.googleapis.com%2Fdata_access` (docs/gcp-behavior.md,
+  # Cloud Audit Logs). The alerter checks the same ids again.
+  audit_log_names = { for id in ["activity", "data_access", "system_event", "policy"] :
+    id => "projects/${var.project}/logs/cloudaudit.googleapis.com%2F${id}"
+  }
+  audit_log_clause = join(" OR ", [for n in values(local.audit_log_names) : "logName=\"${n}\""])
+
   # Cloud Logging's query language binds OR tighter than AND: every clause
   # below is parenthesised on purpose.
   audit_filter = join("\n", [
     "(",
-    "logName:\"cloudaudit.googleapis.com\"",
+    "(${local.audit_log_clause})",
     "AND (",
     "  (protoPayload.serviceName=\"secretmanager.googleapis.com\" AND (${local.secret_clause}))",
     # The secrets key, everything (import, update, Encrypt/Decrypt by anyone,
@@ -71,7 +80,7 @@ locals {
     # revision can change the env that configures the rules), the gateway's
     # topics and subscriptions (push endpoint, detach, delete, IAM), and its
     # Cloud Scheduler jobs (the alerter's tick).
-    "  OR (logName:\"cloudaudit.googleapis.com%2Factivity\" AND (",
+    "  OR (logName=\"${local.audit_log_names["activity"]}\" AND (",
     "    (protoPayload.serviceName=\"run.googleapis.com\" AND (${local.run_clause}))",
     "    OR (protoPayload.serviceName=\"pubsub.googleapis.com\" AND (${local.pubsub_clause}))",
     "    OR (protoPayload.serviceName=\"cloudscheduler.googleapis.com\" AND protoPayload.resourceName:\"/jobs/patchpanda-\")",
