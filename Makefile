@@ -45,6 +45,7 @@ fmt:
 bench:
 	$(CARGO) bench -p audit-alerter
 	bash functions/webhook-ingest/bench/run.sh
+	bash functions/webhook-ingest/bench/emulator.sh
 
 ## Fuzz the parsers of untrusted input (needs cargo-fuzz; see fuzz/README.md).
 fuzz:
