@@ -151,8 +151,9 @@ fn anonymous() -> google_cloud_auth::credentials::Credentials {
 }
 
 /// One push subscription: where it delivers, and the OIDC token it asks
-/// for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// for. Debug shows the endpoint's origin only: in `patchpanda dev` its path
+/// is the relay's secret capability.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PushTarget {
     /// The subscription id (`patchpanda-<key>`).
     pub id: String,
@@ -163,6 +164,23 @@ pub struct PushTarget {
     pub endpoint: String,
     pub service_account: String,
     pub audience: String,
+}
+
+impl std::fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let origin = url::Url::parse(&self.endpoint)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| "?".into());
+        f.debug_struct("PushTarget")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("ack_deadline", &self.ack_deadline)
+            .field("max_attempts", &self.max_attempts)
+            .field("endpoint", &format_args!("{origin}/[REDACTED]"))
+            .field("service_account", &self.service_account)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 impl PushTarget {
@@ -347,6 +365,22 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn a_push_target_debug_hides_the_relay_capability() {
+        let t = PushTarget {
+            id: "patchpanda-x".into(),
+            topic: "t".into(),
+            ack_deadline: Duration::from_secs(10),
+            max_attempts: 5,
+            endpoint: "http://127.0.0.1:9/relay/0f1e2d3c4b5a69788796a5b4c3d2e1f0/x".into(),
+            service_account: "push@p.iam.gserviceaccount.com".into(),
+            audience: "http://127.0.0.1:8080/events/rotation".into(),
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("0f1e2d3c4b5a6978"), "{shown}");
+        assert!(shown.contains("http://127.0.0.1:9/[REDACTED]"), "{shown}");
     }
 
     #[test]
