@@ -538,6 +538,12 @@ async fn a_second_bus_on_the_same_home_wakes_the_dispatcher() {
     assert_eq!(s.bus.pending(SUB).unwrap(), 0);
 }
 
+fn cli_body() -> Vec<u8> {
+    let mut body = b"from the cli ".to_vec();
+    body.resize(8192, b'!');
+    body
+}
+
 /// Set for the child process of `a_publish_from_another_process_is_picked_up`.
 const CHILD_HOME_ENV: &str = "PATCHPANDA_TEST_BUS_CHILD_HOME";
 
@@ -551,10 +557,7 @@ async fn child_process_publisher() {
     };
     let home = Home::open(std::path::Path::new(&home)).unwrap();
     let bus = LocalBus::open(&home).unwrap();
-    let id = bus
-        .publish(TOPIC, Message::new("from the cli"))
-        .await
-        .unwrap();
+    let id = bus.publish(TOPIC, Message::new(cli_body())).await.unwrap();
     println!("published-id={id};");
 }
 
@@ -592,7 +595,8 @@ async fn a_publish_from_another_process_is_picked_up() {
     let got = ep.next().await;
     stop(running).await;
     assert_eq!(got.message_id(), id);
-    assert_eq!(got.data(), b"from the cli");
+    // Large enough for the child's own segment: read across processes.
+    assert_eq!(got.data(), cli_body());
     assert_eq!(s.bus.pending(SUB).unwrap(), 0);
 }
 

@@ -188,7 +188,7 @@ impl Dispatcher {
     /// Until the next retry or lease expiry, at most one poll interval.
     async fn wait_time(&self) -> Duration {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        match self.bus.leases(leases::next_due).await {
+        match self.bus.leases(|db| leases::next_due(db)).await {
             Ok(Some(due)) => {
                 let ms = due.saturating_sub(now_ms());
                 if ms > 0 {

@@ -8,11 +8,15 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    DEAD_LETTER_SUFFIX, LocalBus, db_err, insert_parts, published, subscription_resource_name,
-};
-use crate::Result;
+use super::rows::{self, MESSAGE_COLUMNS, MessageRow};
+use super::writer::Db;
+use super::{DEAD_LETTER_SUFFIX, LocalBus, db_err, subscription_resource_name};
 use crate::bus::PublishedMessage;
+use crate::{Error, Result};
+
+/// A delivery whose body cannot be read counts as a failed attempt and is
+/// tried again this much later (a segment on a disk that comes back).
+const UNREADABLE_RETRY_MS: i64 = 60_000;
 
 /// One leased delivery, ready to push.
 #[derive(Debug, Clone)]
@@ -38,7 +42,7 @@ impl LocalBus {
     pub(super) async fn leases<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         self.writer.run(0, work).await
     }
@@ -95,7 +99,7 @@ impl LocalBus {
     /// When the next pending delivery could become due (ms), if any: the
     /// earliest retry time or lease expiry.
     pub(super) fn next_due(&self) -> Result<Option<i64>> {
-        self.writer.call(0, next_due)
+        self.writer.call(0, |db| next_due(db))
     }
 }
 
@@ -103,59 +107,58 @@ impl LocalBus {
 /// A row whose attempts are used up (its last lease expired unanswered)
 /// is dead-lettered instead.
 pub(super) fn claim(
-    tx: &Connection,
+    tx: &Db<'_>,
     owner: &str,
     limit: usize,
     now: i64,
     lease_until: i64,
 ) -> Result<Vec<Claimed>> {
-    let rows = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT d.subscription, d.message_id, d.attempts, s.max_attempts,
-                            s.push_endpoint, s.audience,
-                            m.data, m.attributes, m.ordering_key, m.publish_time_ms
-                     FROM deliveries d
-                     JOIN subscriptions s ON s.name = d.subscription
-                     JOIN messages m ON m.id = d.message_id
-                     WHERE d.dead_ms IS NULL AND d.due_ms <= ?1
-                       AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)
-                       AND (d.ordering_key IS NULL OR NOT EXISTS (
-                           SELECT 1 FROM deliveries e
-                           WHERE e.subscription = d.subscription
-                             AND e.ordering_key = d.ordering_key
-                             AND e.dead_ms IS NULL AND e.message_id < d.message_id))
-                     ORDER BY d.due_ms, d.message_id
-                     LIMIT ?2",
-            )
-            .map_err(db_err)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mapped = stmt
-            .query_map(params![now, limit], |r| {
+    let rows = tx
+        .prepare_cached(&format!(
+            "SELECT d.subscription, d.attempts, s.max_attempts, s.push_endpoint, s.audience,
+                    {MESSAGE_COLUMNS}
+             FROM deliveries d
+             JOIN subscriptions s ON s.name = d.subscription
+             JOIN messages m ON m.id = d.message_id
+             WHERE d.dead_ms IS NULL AND d.due_ms <= ?1
+               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)
+               AND (d.ordering_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM deliveries e
+                   WHERE e.subscription = d.subscription
+                     AND e.ordering_key = d.ordering_key
+                     AND e.dead_ms IS NULL AND e.message_id < d.message_id))
+             ORDER BY d.due_ms, d.message_id
+             LIMIT ?2"
+        ))
+        .and_then(|mut stmt| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            stmt.query_map(params![now, limit], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
+                    r.get::<_, u32>(1)?,
                     r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, i64>(9)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    rows::message_row(r, 5)?,
                 ))
-            })
-            .map_err(db_err)?;
-        mapped
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)?
-    };
+        })
+        .map_err(db_err)?;
     let mut claimed = Vec::with_capacity(rows.len());
-    for (sub, seq, attempts, max, endpoint, audience, data, attrs, key, ms) in rows {
+    for (sub, attempts, max, endpoint, audience, row) in rows {
+        let seq = row.id;
         if attempts >= max {
             dead_letter(tx, &sub, seq, attempts, now)?;
             continue;
         }
+        let message = match rows::published(tx, row) {
+            Ok(message) => message,
+            Err(e) => {
+                unreadable(tx, &sub, seq, now, &e)?;
+                continue;
+            }
+        };
         tx.prepare_cached(
             "UPDATE deliveries SET attempts = attempts + 1, lease_owner = ?1, lease_until_ms = ?2
                  WHERE subscription = ?3 AND message_id = ?4",
@@ -168,10 +171,31 @@ pub(super) fn claim(
             audience,
             attempt: attempts + 1,
             message_seq: seq,
-            message: published(seq, data, &attrs, key, ms)?,
+            message,
         });
     }
     Ok(claimed)
+}
+
+/// A delivery whose message cannot be read (its segment damaged or gone)
+/// spends an attempt and waits, loudly, so it never holds up the others;
+/// once its attempts are used up it is dead-lettered like any other.
+fn unreadable(tx: &Connection, subscription: &str, seq: i64, now: i64, e: &Error) -> Result<()> {
+    tracing::error!(
+        subscription = %subscription_resource_name(subscription),
+        message_id = seq,
+        error = %e,
+        "local bus cannot read a message it must deliver; it will be retried, then dead-lettered"
+    );
+    let retry_at = now.saturating_add(UNREADABLE_RETRY_MS);
+    tx.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1, due_ms = ?1,
+             lease_owner = NULL, lease_until_ms = NULL
+         WHERE subscription = ?2 AND message_id = ?3",
+    )
+    .and_then(|mut s| s.execute(params![retry_at, subscription, seq]))
+    .map_err(db_err)
+    .map(drop)
 }
 
 pub(super) fn ack(conn: &Connection, subscription: &str, seq: i64) -> Result<()> {
@@ -253,15 +277,17 @@ fn dead_letter(
         params![now, subscription, seq],
     )
     .map_err(db_err)?;
-    let (topic, data, attrs, key, publish_ms): (String, Vec<u8>, String, Option<String>, i64) = tx
+    let (topic, original): (String, MessageRow) = tx
         .query_row(
-            "SELECT topic, data, attributes, ordering_key, publish_time_ms FROM messages WHERE id = ?1",
+            &format!("SELECT m.topic, {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"),
             [seq],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, rows::message_row(r, 1)?)),
         )
         .map_err(db_err)?;
-    let original = published(seq, data, &attrs, key, publish_ms)?;
-    let mut attributes: BTreeMap<String, String> = original.attributes;
+    // The copy names the same body: dead-lettering writes no body twice,
+    // and a body that cannot be read is still dead-lettered.
+    let mut attributes: BTreeMap<String, String> = serde_json::from_str(&original.attributes)
+        .map_err(|e| Error::DataLoss(format!("local bus message {seq}: bad attributes: {e}")))?;
     attributes.insert(
         "CloudPubSubDeadLetterSourceSubscription".into(),
         subscription.to_string(),
@@ -276,15 +302,14 @@ fn dead_letter(
     );
     attributes.insert(
         "CloudPubSubDeadLetterSourceTopicPublishTime".into(),
-        original
-            .publish_time
+        super::millis_to_time(original.publish_ms)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     );
     let dead_topic = format!("{topic}{DEAD_LETTER_SUFFIX}");
-    let copy = insert_parts(
+    let copy = rows::insert_message(
         tx,
         &dead_topic,
-        &original.data,
+        &original.stored,
         &attributes,
         original.ordering_key.as_deref(),
         now,

@@ -16,10 +16,12 @@
 mod dispatcher;
 mod envelope;
 mod leases;
+mod rows;
+mod segments;
 mod validate;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -38,6 +40,8 @@ use crate::{Error, Result};
 
 pub use dispatcher::Dispatcher;
 pub use envelope::PushEnvelope;
+use rows::MESSAGE_COLUMNS;
+use segments::{Segments, Stored};
 use writer::Writer;
 
 /// How long a topic keeps its messages (Pub/Sub's topic retention we mirror).
@@ -52,41 +56,6 @@ pub const DEAD_LETTER_SUFFIX: &str = "-dead-letter";
 const PRUNE_EVERY_MS: i64 = 60_000;
 /// Statements the writer keeps prepared (every statement of the bus).
 const STATEMENT_CACHE: usize = 64;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    data BLOB NOT NULL,
-    attributes TEXT NOT NULL,
-    ordering_key TEXT,
-    publish_time_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_topic ON messages(topic, id);
-CREATE INDEX IF NOT EXISTS messages_by_time ON messages(publish_time_ms);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    name TEXT PRIMARY KEY,
-    topic TEXT NOT NULL,
-    push_endpoint TEXT NOT NULL,
-    audience TEXT,
-    max_attempts INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS subscriptions_by_topic ON subscriptions(topic);
-CREATE TABLE IF NOT EXISTS deliveries (
-    subscription TEXT NOT NULL,
-    message_id INTEGER NOT NULL,
-    ordering_key TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    due_ms INTEGER NOT NULL,
-    lease_owner TEXT,
-    lease_until_ms INTEGER,
-    dead_ms INTEGER,
-    PRIMARY KEY (subscription, message_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_by_due ON deliveries(dead_ms, due_ms);
-CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries(subscription, ordering_key, message_id);
-CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries(message_id);
-";
 
 /// A push subscription of the local bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,9 +141,9 @@ impl LocalBus {
     pub fn open(home: &Home) -> Result<LocalBus> {
         let writer = Writer::for_home(home.path(), || {
             let conn = home.db("bus")?;
-            conn.execute_batch(SCHEMA).map_err(db_err)?;
+            rows::prepare(&conn)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            Ok(conn)
+            Ok((conn, Segments::open(home.path())?))
         })?;
         Ok(LocalBus {
             writer,
@@ -199,17 +168,20 @@ impl LocalBus {
         validate::resource_id("topic", topic)?;
         let cutoff = now_ms().saturating_sub(duration_ms(self.retention));
         let topic = topic.to_string();
-        self.writer.call(0, move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, data, attributes, ordering_key, publish_time_ms FROM messages
-                     WHERE topic = ?1 AND publish_time_ms >= ?2 ORDER BY id",
-                )
+        self.writer.call(0, move |db| {
+            let rows = db
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m
+                     WHERE m.topic = ?1 AND m.publish_time_ms >= ?2 ORDER BY m.id"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![topic, cutoff], |r| rows::message_row(r, 0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
                 .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![topic, cutoff], published_from_row)
-                .map_err(db_err)?;
-            rows.map(|r| r.map_err(db_err)?).collect()
+            rows.into_iter()
+                .map(|row| rows::published(db, row))
+                .collect()
         })
     }
 
@@ -258,18 +230,21 @@ impl LocalBus {
     pub fn dead_letters(&self, subscription: &str) -> Result<Vec<PublishedMessage>> {
         validate::resource_id("subscription", subscription)?;
         let subscription = subscription.to_string();
-        self.writer.call(0, move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT m.id, m.data, m.attributes, m.ordering_key, m.publish_time_ms
+        self.writer.call(0, move |db| {
+            let rows = db
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS}
                      FROM deliveries d JOIN messages m ON m.id = d.message_id
-                     WHERE d.subscription = ?1 AND d.dead_ms IS NOT NULL ORDER BY m.id",
-                )
+                     WHERE d.subscription = ?1 AND d.dead_ms IS NOT NULL ORDER BY m.id"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([subscription], |r| rows::message_row(r, 0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
                 .map_err(db_err)?;
-            let rows = stmt
-                .query_map([subscription], published_from_row)
-                .map_err(db_err)?;
-            rows.map(|r| r.map_err(db_err)?).collect()
+            rows.into_iter()
+                .map(|row| rows::published(db, row))
+                .collect()
         })
     }
 
@@ -291,7 +266,7 @@ impl LocalBus {
     /// (Pub/Sub drops unacked messages past retention too). Returns how many.
     pub fn prune_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize> {
         let cutoff_ms = cutoff.timestamp_millis();
-        let n = self.writer.call(0, move |conn| prune(conn, cutoff_ms))?;
+        let n = self.writer.call(0, move |db| rows::prune(db, cutoff_ms))?;
         self.last_prune_ms.store(now_ms(), Ordering::Relaxed);
         Ok(n)
     }
@@ -306,8 +281,8 @@ impl LocalBus {
         }
         self.last_prune_ms.store(now, Ordering::Relaxed);
         let cutoff_ms = now.saturating_sub(duration_ms(self.retention));
-        self.writer.detach(move |conn| {
-            match prune(conn, cutoff_ms) {
+        self.writer.detach(move |db| {
+            match rows::prune(db, cutoff_ms) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(pruned = n, "local bus pruned messages past retention"),
                 Err(e) => tracing::warn!(error = %e, "local bus pruning failed"),
@@ -327,9 +302,10 @@ impl LocalBus {
     /// Commits the message (with whatever else the writer has queued) and
     /// returns its id once it is durable. Blocks this thread.
     fn commit_message(&self, topic: &str, message: &Message, now: i64) -> Result<i64> {
-        let (topic, message) = (topic.to_string(), message.clone());
-        self.writer.call(weight(&message), move |conn| {
-            insert_message(conn, &topic, &message, now)
+        let (topic, mut message) = (topic.to_string(), message.clone());
+        let body = std::mem::take(&mut message.data);
+        self.writer.call_with_body(body, move |db, stored| {
+            insert_message(db, &topic, &stored, &message, now)
         })
     }
 }
@@ -345,11 +321,12 @@ impl Bus for LocalBus {
         validate::message(&message)?;
         let topic = topic.to_string();
         let now = now_ms();
+        let body = std::mem::take(&mut message.data);
         // No thread waits here: the writer answers once the commit is durable.
         let id = self
             .writer
-            .run(weight(&message), move |conn| {
-                insert_message(conn, &topic, &message, now)
+            .run_with_body(body, move |db, stored| {
+                insert_message(db, &topic, &stored, &message, now)
             })
             .await?;
         self.maybe_prune();
@@ -368,16 +345,6 @@ impl Bus for LocalBus {
             })
             .await
     }
-}
-
-/// Roughly what a message writes, to bound a group commit's size.
-fn weight(message: &Message) -> usize {
-    message.data.len()
-        + message
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
 }
 
 fn upsert_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
@@ -414,84 +381,22 @@ fn upsert_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
     .map(drop)
 }
 
-fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize> {
-    conn.execute(
-        "DELETE FROM deliveries WHERE message_id IN
-             (SELECT id FROM messages WHERE publish_time_ms < ?1)",
-        [cutoff_ms],
-    )
-    .map_err(db_err)?;
-    conn.execute(
-        "DELETE FROM messages WHERE publish_time_ms < ?1",
-        [cutoff_ms],
-    )
-    .map_err(db_err)
-}
-
-/// Inserts a message and a pending delivery for each subscription of its
-/// topic; the writer commits.
-fn insert_message(conn: &Connection, topic: &str, message: &Message, now: i64) -> Result<i64> {
-    insert_parts(
+/// A published message's row (its body already stored as `stored`).
+fn insert_message(
+    conn: &Connection,
+    topic: &str,
+    stored: &Stored,
+    message: &Message,
+    now: i64,
+) -> Result<i64> {
+    rows::insert_message(
         conn,
         topic,
-        &message.data,
+        stored,
         &message.attributes,
         message.ordering_key.as_deref(),
         now,
     )
-}
-
-fn insert_parts(
-    conn: &Connection,
-    topic: &str,
-    data: &[u8],
-    attributes: &BTreeMap<String, String>,
-    ordering_key: Option<&str>,
-    now: i64,
-) -> Result<i64> {
-    let attributes = serde_json::to_string(attributes)
-        .map_err(|e| Error::Internal(format!("encoding attributes: {e}")))?;
-    conn.prepare_cached(
-        "INSERT INTO messages (topic, data, attributes, ordering_key, publish_time_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut s| s.execute(params![topic, data, attributes, ordering_key, now]))
-    .map_err(db_err)?;
-    let id = conn.last_insert_rowid();
-    conn.prepare_cached(
-        "INSERT INTO deliveries (subscription, message_id, ordering_key, attempts, due_ms)
-         SELECT name, ?1, ?2, 0, ?3 FROM subscriptions WHERE topic = ?4",
-    )
-    .and_then(|mut s| s.execute(params![id, ordering_key, now, topic]))
-    .map_err(db_err)?;
-    Ok(id)
-}
-
-fn published_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PublishedMessage>> {
-    let id: i64 = r.get(0)?;
-    let data: Vec<u8> = r.get(1)?;
-    let attributes: String = r.get(2)?;
-    let ordering_key: Option<String> = r.get(3)?;
-    let publish_ms: i64 = r.get(4)?;
-    Ok(published(id, data, &attributes, ordering_key, publish_ms))
-}
-
-fn published(
-    id: i64,
-    data: Vec<u8>,
-    attributes: &str,
-    ordering_key: Option<String>,
-    publish_ms: i64,
-) -> Result<PublishedMessage> {
-    let attributes = serde_json::from_str(attributes)
-        .map_err(|e| Error::DataLoss(format!("local bus message {id}: bad attributes: {e}")))?;
-    Ok(PublishedMessage {
-        id: id.to_string(),
-        data,
-        attributes,
-        ordering_key,
-        publish_time: millis_to_time(publish_ms),
-    })
 }
 
 /// One wake-up signal per home and process: the dev stack's functions each
@@ -524,5 +429,8 @@ fn millis_to_time(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+#[cfg(test)]
+#[path = "stored_bodies_tests.rs"]
+mod stored_bodies_tests;
 #[cfg(test)]
 mod tests;

@@ -9,15 +9,22 @@
 //! rolled back alone and gets its own error; the others commit. Nobody gets
 //! an answer before the transaction holding their work has committed
 //! (synchronous=FULL: the WAL is fsynced), so a publish's id means durable.
+//! A publish's body goes to the segment log first ([`super::segments`]):
+//! the batch's bodies are written and synced before the transaction that
+//! names them begins, so no committed row points at bytes a crash can lose.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+use bytes::Bytes;
 use rusqlite::Connection;
 
+use super::segments::{INLINE_MAX, Segments, Stored};
 use crate::local::sqlite_error as db_err;
 use crate::{Error, Result};
 
@@ -36,8 +43,45 @@ pub(super) struct Writer {
 trait Job: Send {
     /// Bytes this work writes, roughly (batches are bounded by it).
     fn weight(&self) -> usize;
-    fn run(&mut self, conn: &Connection);
+    /// Puts this work's body in the segment log, before the transaction.
+    fn stage(&mut self, _segments: &mut Segments) -> Result<()> {
+        Ok(())
+    }
+    fn run(&mut self, db: &Db<'_>);
     fn finish(self: Box<Self>, committed: &Result<()>);
+}
+
+/// What work runs on: the transaction's connection (it derefs to it) and
+/// the segment log, for reading bodies back and removing old segments.
+pub(super) struct Db<'a> {
+    conn: &'a Connection,
+    segments: &'a RefCell<Segments>,
+    /// Segments to keep when unreferenced ones are removed after commit.
+    keep_segments: RefCell<Option<HashSet<String>>>,
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Db<'_> {
+    /// A stored body, read back (from a segment: checked against its CRC).
+    pub(super) fn body(&self, stored: Stored) -> Result<Vec<u8>> {
+        match stored {
+            Stored::Inline(data) => Ok(data.into()),
+            Stored::Segment(at) => self.segments.borrow_mut().read(&at),
+        }
+    }
+
+    /// Once this transaction commits, deletes the segments not in
+    /// `referenced` (the ones its rows name) that no writer holds.
+    pub(super) fn remove_unreferenced_segments_after_commit(&self, referenced: HashSet<String>) {
+        *self.keep_segments.borrow_mut() = Some(referenced);
+    }
 }
 
 enum Reply<T> {
@@ -57,41 +101,106 @@ struct Call<T, F> {
 impl<T, F> Job for Call<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
+    F: FnOnce(&Db<'_>) -> Result<T> + Send,
 {
     fn weight(&self) -> usize {
         self.weight
     }
 
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, db: &Db<'_>) {
         let Some(work) = self.work.take() else { return };
-        self.result = Some(in_savepoint(conn, work));
+        self.result = Some(in_savepoint(db, work));
     }
 
     fn finish(self: Box<Self>, committed: &Result<()>) {
-        let result = match committed {
-            Ok(()) => self
-                .result
-                .unwrap_or_else(|| Err(Error::Internal("local bus: work never ran".into()))),
-            Err(e) => Err(e.clone()),
+        answer(self.reply, self.result, committed);
+    }
+}
+
+/// Work that writes a message body: the body is staged in the segment log
+/// (or kept for the row when small) and the work gets where it went.
+struct WithBody<T, F> {
+    body: Option<Bytes>,
+    stored: Option<Stored>,
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: Reply<T>,
+}
+
+impl<T, F> WithBody<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Db<'_>, Stored) -> Result<T> + Send + 'static,
+{
+    fn boxed(body: Bytes, work: F, reply: Reply<T>) -> Box<dyn Job> {
+        Box::new(WithBody {
+            body: Some(body),
+            stored: None,
+            work: Some(work),
+            result: None,
+            reply,
+        })
+    }
+}
+
+impl<T, F> Job for WithBody<T, F>
+where
+    T: Send,
+    F: FnOnce(&Db<'_>, Stored) -> Result<T> + Send,
+{
+    fn weight(&self) -> usize {
+        self.body.as_ref().map_or(0, Bytes::len)
+    }
+
+    fn stage(&mut self, segments: &mut Segments) -> Result<()> {
+        let Some(body) = self.body.take() else {
+            return Ok(());
         };
-        // The caller may have given up waiting; nothing to tell it then.
-        match self.reply {
-            Reply::Blocking(tx) => drop(tx.send(result)),
-            Reply::Async(tx) => drop(tx.send(result)),
-            Reply::Detached => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "local bus: background work was not committed");
-                }
+        self.stored = Some(if body.len() <= INLINE_MAX {
+            Stored::Inline(body)
+        } else {
+            Stored::Segment(segments.stage(&body)?)
+        });
+        Ok(())
+    }
+
+    fn run(&mut self, db: &Db<'_>) {
+        let (Some(work), Some(stored)) = (self.work.take(), self.stored.take()) else {
+            return;
+        };
+        self.result = Some(in_savepoint(db, |db| work(db, stored)));
+    }
+
+    fn finish(self: Box<Self>, committed: &Result<()>) {
+        answer(self.reply, self.result, committed);
+    }
+}
+
+/// Tells the caller how its work ended, once its transaction did.
+fn answer<T>(reply: Reply<T>, result: Option<Result<T>>, committed: &Result<()>) {
+    let result = match committed {
+        Ok(()) => {
+            result.unwrap_or_else(|| Err(Error::Internal("local bus: work never ran".into())))
+        }
+        Err(e) => Err(e.clone()),
+    };
+    // The caller may have given up waiting; nothing to tell it then.
+    match reply {
+        Reply::Blocking(tx) => drop(tx.send(result)),
+        Reply::Async(tx) => drop(tx.send(result)),
+        Reply::Detached => {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "local bus: background work was not committed");
             }
         }
     }
 }
 
 /// Runs `work` so that its failure (or panic) undoes only its own writes.
-fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+fn in_savepoint<'a, T>(db: &Db<'a>, work: impl FnOnce(&Db<'a>) -> Result<T>) -> Result<T> {
+    let conn = db.conn;
     statement(conn, "SAVEPOINT work")?;
-    let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+    let result = catch_unwind(AssertUnwindSafe(|| work(db))).unwrap_or_else(|_| {
         Err(Error::Internal(
             "local bus: database work panicked; its writes were rolled back".into(),
         ))
@@ -118,7 +227,7 @@ impl Writer {
     /// `open()`'s connection when there is none yet.
     pub(super) fn for_home(
         home: &Path,
-        open: impl FnOnce() -> Result<Connection>,
+        open: impl FnOnce() -> Result<(Connection, Segments)>,
     ) -> Result<Arc<Writer>> {
         static WRITERS: LazyLock<Mutex<HashMap<PathBuf, Weak<Writer>>>> =
             LazyLock::new(Default::default);
@@ -128,16 +237,17 @@ impl Writer {
         if let Some(w) = map.get(&key).and_then(Weak::upgrade) {
             return Ok(w);
         }
-        let writer = Arc::new(Writer::start(open()?)?);
+        let (conn, segments) = open()?;
+        let writer = Arc::new(Writer::start(conn, segments)?);
         map.insert(key, Arc::downgrade(&writer));
         Ok(writer)
     }
 
-    fn start(conn: Connection) -> Result<Writer> {
+    fn start(conn: Connection, segments: Segments) -> Result<Writer> {
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("local-bus-writer".into())
-            .spawn(move || serve(conn, queue))
+            .spawn(move || serve(conn, segments, queue))
             .map_err(|e| Error::Internal(format!("cannot start the local bus writer: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -147,7 +257,7 @@ impl Writer {
     pub(super) fn call<T, F>(&self, weight: usize, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(weight, work, Reply::Blocking(tx))?;
@@ -158,18 +268,43 @@ impl Writer {
     pub(super) async fn run<T, F>(&self, weight: usize, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(weight, work, Reply::Async(tx))?;
         rx.await.map_err(|_| lost())?
     }
 
+    /// Stores `body` (in the segment log, or for the row when small), then
+    /// runs `work` with where it went in the next transaction; resolves
+    /// once that committed.
+    pub(super) async fn run_with_body<T, F>(&self, body: Bytes, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>, Stored) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WithBody::boxed(body, work, Reply::Async(tx)))?;
+        rx.await.map_err(|_| lost())?
+    }
+
+    /// [`run_with_body`](Self::run_with_body), blocking this thread.
+    #[cfg(test)]
+    pub(super) fn call_with_body<T, F>(&self, body: Bytes, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>, Stored) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(WithBody::boxed(body, work, Reply::Blocking(tx)))?;
+        rx.recv().map_err(|_| lost())?
+    }
+
     /// Queues `work` without waiting for it; work queued later by this
     /// process runs after it.
     pub(super) fn detach<F>(&self, work: F)
     where
-        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<()> + Send + 'static,
     {
         if let Err(e) = self.submit(0, work, Reply::Detached) {
             tracing::warn!(error = %e, "local bus: background work not queued");
@@ -179,14 +314,17 @@ impl Writer {
     fn submit<T, F>(&self, weight: usize, work: F, reply: Reply<T>) -> Result<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
-        let job = Box::new(Call {
+        self.send(Box::new(Call {
             work: Some(work),
             weight,
             result: None,
             reply,
-        });
+        }))
+    }
+
+    fn send(&self, job: Box<dyn Job>) -> Result<()> {
         self.jobs
             .send(job)
             .map_err(|_| Error::Unavailable("the local bus writer has stopped".into()))
@@ -199,7 +337,13 @@ fn lost() -> Error {
 
 /// The writer thread: take what is queued, run it in one transaction,
 /// commit, answer everyone; until every handle is gone.
-fn serve(conn: Connection, queue: Receiver<Box<dyn Job>>) {
+fn serve(conn: Connection, segments: Segments, queue: Receiver<Box<dyn Job>>) {
+    let segments = RefCell::new(segments);
+    let db = Db {
+        conn: &conn,
+        segments: &segments,
+        keep_segments: RefCell::new(None),
+    };
     let mut held: Option<Box<dyn Job>> = None;
     loop {
         let first = match held.take() {
@@ -224,20 +368,28 @@ fn serve(conn: Connection, queue: Receiver<Box<dyn Job>>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let committed = run_batch(&conn, &mut batch);
+        let committed = run_batch(&db, &mut batch);
         for job in batch {
             job.finish(&committed);
         }
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
+fn run_batch(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    stage_bodies(&mut db.segments.borrow_mut(), batch)?;
+    let conn = db.conn;
     statement(conn, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        job.run(conn);
+        job.run(db);
     }
+    let keep = db.keep_segments.borrow_mut().take();
     match statement(conn, "COMMIT") {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let Some(keep) = keep {
+                remove_segments(&mut db.segments.borrow_mut(), &keep);
+            }
+            Ok(())
+        }
         Err(e) => {
             // A failed COMMIT may leave the transaction open; whatever it
             // held is not durable, and every caller is told so.
@@ -245,4 +397,25 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Housekeeping after a prune committed: a failure only leaves files for
+/// the next prune, so it is logged, never returned.
+fn remove_segments(segments: &mut Segments, keep: &HashSet<String>) {
+    match segments.remove_unreferenced(keep) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(segments = n, "local bus removed segments no message names"),
+        Err(e) => tracing::warn!(error = %e, "local bus could not remove old segments"),
+    }
+}
+
+/// Writes and syncs the batch's bodies. If that fails, nothing of the
+/// batch runs: every caller is told, and the bytes are garbage no row names.
+fn stage_bodies(segments: &mut Segments, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    segments.begin();
+    let staged = batch.iter_mut().try_for_each(|job| job.stage(segments));
+    if staged.is_err() {
+        segments.discard_staged();
+    }
+    staged.and_then(|()| segments.flush())
 }
