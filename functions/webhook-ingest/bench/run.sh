@@ -7,7 +7,8 @@
 #   ROUNDS=3 DURATION=5s bash functions/webhook-ingest/bench/run.sh
 #
 # Every round runs, back to back: bare and webhook-ingest (full path: verify,
-# parse, durable local publish, 202) at 32 and 64 connections, then
+# parse, durable local publish, 202) at 32 and 64 connections, the same with
+# one repeated delivery id (no-publish: the request path alone), then
 # webhook-ingest over the stub publisher at STUB_CONNS. Then the local bus
 # alone (examples bus_publish: publishers only, then with a dispatcher
 # delivering), a kill -9 under load, and exec -> /ready.
@@ -125,6 +126,9 @@ for round in $(seq 1 "$ROUNDS"); do
     load "$round" bare "$BARE_PORT" "$c"
     load "$round" full "$INGEST_PORT" "$c"
     [ -z "$BEFORE_PID" ] || load "$round" before "$BEFORE_PORT" "$c"
+    # The same requests with one delivery id: verify, parse, log and answer
+    # as a duplicate, no publish. What the request path costs on its own.
+    BENCH_FIXED_DELIVERY="no-publish-$round-$c" load "$round" no-publish "$INGEST_PORT" "$c"
   done
   printf '%s\trss\tingest\t%s\n' "$round" "$(hwm_kib "$INGEST_PID")" >>"$RESULTS"
   printf '%s\trss\tbare\t%s\n' "$round" "$(hwm_kib "$BARE_PID")" >>"$RESULTS"

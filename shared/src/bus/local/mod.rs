@@ -13,6 +13,7 @@
 //! - The [`Dispatcher`] pushes pending deliveries; several processes may
 //!   share one home because delivery rows are leased in the database.
 
+mod checkpoint;
 mod dispatcher;
 mod envelope;
 mod leases;
@@ -143,7 +144,11 @@ impl LocalBus {
             let conn = home.db("bus")?;
             rows::prepare(&conn)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            Ok((conn, Segments::open(home.path())?))
+            Ok(writer::Store {
+                conn,
+                checkpoint: home.db("bus")?,
+                segments: Segments::open(home.path())?,
+            })
         })?;
         Ok(LocalBus {
             writer,

@@ -24,6 +24,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use bytes::Bytes;
 use rusqlite::Connection;
 
+use super::checkpoint::Checkpointer;
 use super::segments::{INLINE_MAX, Segments, Stored};
 use crate::local::sqlite_error as db_err;
 use crate::{Error, Result};
@@ -32,6 +33,14 @@ use crate::{Error, Result};
 const MAX_BATCH: usize = 512;
 /// Message bytes per transaction at most (a 10 MB message still goes alone).
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a writer works on, opened by its bus: its connection, a second one
+/// for checkpoints, and the segment log.
+pub(super) struct Store {
+    pub conn: Connection,
+    pub checkpoint: Connection,
+    pub segments: Segments,
+}
 
 /// A handle on the writer thread; the thread stops when the last handle drops.
 pub(super) struct Writer {
@@ -227,7 +236,7 @@ impl Writer {
     /// `open()`'s connection when there is none yet.
     pub(super) fn for_home(
         home: &Path,
-        open: impl FnOnce() -> Result<(Connection, Segments)>,
+        open: impl FnOnce() -> Result<Store>,
     ) -> Result<Arc<Writer>> {
         static WRITERS: LazyLock<Mutex<HashMap<PathBuf, Weak<Writer>>>> =
             LazyLock::new(Default::default);
@@ -237,17 +246,22 @@ impl Writer {
         if let Some(w) = map.get(&key).and_then(Weak::upgrade) {
             return Ok(w);
         }
-        let (conn, segments) = open()?;
-        let writer = Arc::new(Writer::start(conn, segments)?);
+        let writer = Arc::new(Writer::start(open()?)?);
         map.insert(key, Arc::downgrade(&writer));
         Ok(writer)
     }
 
-    fn start(conn: Connection, segments: Segments) -> Result<Writer> {
+    fn start(store: Store) -> Result<Writer> {
+        let Store {
+            conn,
+            checkpoint,
+            segments,
+        } = store;
+        let checkpointer = Checkpointer::start(&conn, checkpoint)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("local-bus-writer".into())
-            .spawn(move || serve(conn, segments, queue))
+            .spawn(move || serve(conn, segments, checkpointer, queue))
             .map_err(|e| Error::Internal(format!("cannot start the local bus writer: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -337,7 +351,12 @@ fn lost() -> Error {
 
 /// The writer thread: take what is queued, run it in one transaction,
 /// commit, answer everyone; until every handle is gone.
-fn serve(conn: Connection, segments: Segments, queue: Receiver<Box<dyn Job>>) {
+fn serve(
+    conn: Connection,
+    segments: Segments,
+    mut checkpointer: Checkpointer,
+    queue: Receiver<Box<dyn Job>>,
+) {
     let segments = RefCell::new(segments);
     let db = Db {
         conn: &conn,
@@ -371,6 +390,9 @@ fn serve(conn: Connection, segments: Segments, queue: Receiver<Box<dyn Job>>) {
         let committed = run_batch(&db, &mut batch);
         for job in batch {
             job.finish(&committed);
+        }
+        if committed.is_ok() {
+            checkpointer.committed(&conn);
         }
     }
 }
