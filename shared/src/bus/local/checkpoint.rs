@@ -116,6 +116,15 @@ mod tests {
         std::fs::metadata(dir.join("bus.db")).map_or(0, |m| m.len())
     }
 
+    fn writer_and_checkpointer() -> (tempfile::TempDir, Connection, Checkpointer) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let writer = home.db("bus").unwrap();
+        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
+        let cp = Checkpointer::start(&writer, home.db("bus").unwrap()).unwrap();
+        (dir, writer, cp)
+    }
+
     fn insert(writer: &Connection, cp: &mut Checkpointer, n: usize) {
         let row = vec![7u8; 3000];
         for _ in 0..n {
@@ -128,11 +137,7 @@ mod tests {
 
     #[test]
     fn the_writer_never_checkpoints_its_thread_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::open(dir.path()).unwrap();
-        let writer = home.db("bus").unwrap();
-        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
-        let mut cp = Checkpointer::start(&writer, home.db("bus").unwrap()).unwrap();
+        let (dir, writer, mut cp) = writer_and_checkpointer();
         let auto: i64 = writer
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
@@ -149,11 +154,7 @@ mod tests {
 
     #[test]
     fn without_its_thread_the_writer_checkpoints_between_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::open(dir.path()).unwrap();
-        let writer = home.db("bus").unwrap();
-        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
-        let mut cp = Checkpointer::start(&writer, home.db("bus").unwrap()).unwrap();
+        let (dir, writer, mut cp) = writer_and_checkpointer();
         cp.requests = None;
         let before = db_bytes(dir.path());
         insert(&writer, &mut cp, REQUEST_EVERY as usize);

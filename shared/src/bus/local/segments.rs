@@ -117,7 +117,9 @@ impl Segments {
         if self.active.is_none() {
             self.active = Some(self.create()?);
         }
-        let active = self.active.as_ref().expect("just created");
+        let Some(active) = &self.active else {
+            return Err(Error::Internal("local bus: no segment to stage in".into()));
+        };
         let offset = active.len + self.staged.len() as u64;
         self.staged.extend_from_slice(body);
         Ok(BodyRef {

@@ -16,6 +16,18 @@ fn home() -> (tempfile::TempDir, Home) {
     (dir, home)
 }
 
+/// A bus with `sub-1` on `topic-a` (nothing listens at its endpoint).
+fn subscribed(home: &Home) -> LocalBus {
+    let bus = LocalBus::open(home).unwrap();
+    bus.subscribe(Subscription::new(
+        "sub-1",
+        "topic-a",
+        "http://127.0.0.1:9/p",
+    ))
+    .unwrap();
+    bus
+}
+
 fn body(fill: u8, len: usize) -> Vec<u8> {
     vec![fill; len]
 }
@@ -83,13 +95,7 @@ fn large_bodies_are_written_once_to_a_segment_small_ones_stay_in_their_row() {
 fn a_dead_letter_copy_names_the_same_body() {
     let t0 = now_ms();
     let (dir, home) = home();
-    let bus = LocalBus::open(&home).unwrap();
-    bus.subscribe(Subscription::new(
-        "sub-1",
-        "topic-a",
-        "http://127.0.0.1:9/p",
-    ))
-    .unwrap();
+    let bus = subscribed(&home);
     let poison = body(b'p', 5000);
     let id = bus
         .commit_message("topic-a", &Message::new(poison.clone()), t0)
@@ -115,13 +121,7 @@ fn a_dead_letter_copy_names_the_same_body() {
 fn an_unreadable_body_spends_attempts_and_holds_up_nobody() {
     let t0 = now_ms();
     let (dir, home) = home();
-    let bus = LocalBus::open(&home).unwrap();
-    bus.subscribe(Subscription::new(
-        "sub-1",
-        "topic-a",
-        "http://127.0.0.1:9/p",
-    ))
-    .unwrap();
+    let bus = subscribed(&home);
     let damaged = bus
         .commit_message("topic-a", &Message::new(body(b'd', 4096)), t0)
         .unwrap();
