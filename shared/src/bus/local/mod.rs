@@ -42,7 +42,7 @@ use crate::{Error, Result};
 pub use dispatcher::Dispatcher;
 pub use envelope::PushEnvelope;
 use rows::MESSAGE_COLUMNS;
-use segments::Stored;
+use segments::{Segments, Stored};
 use writer::Writer;
 
 /// How long a topic keeps its messages (Pub/Sub's topic retention we mirror).
@@ -144,12 +144,10 @@ impl LocalBus {
             let conn = home.db("bus")?;
             rows::prepare(&conn)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            let (appender, reader) = segments::open(home.path())?;
             Ok(writer::Store {
                 conn,
                 checkpoint: home.db("bus")?,
-                appender,
-                reader,
+                segments: Segments::open(home.path())?,
             })
         })?;
         Ok(LocalBus {

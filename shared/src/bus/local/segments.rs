@@ -12,12 +12,6 @@
 //! A file appears under its final name only once locked (created as
 //! `.tmp`, locked, renamed), so a pruner deletes a segment only when no row
 //! names it and it can take the lock itself: its writer sealed it or died.
-//! The log has two halves, one per thread of the writer's pipeline: the
-//! [`Appender`] writes and syncs a batch's bodies while the [`Reader`]'s
-//! thread commits the previous batch's rows. A segment the appender stops
-//! using stays locked until the rows naming it have committed: the
-//! appender hands its file over ([`Appender::take_released`]) to be closed
-//! after the commit of the batch that carries it.
 //! Written by hand: no crate offers a positioned, locked, group-synced
 //! append log of this shape, and this one is small.
 
@@ -63,22 +57,14 @@ pub(super) struct BodyRef {
     pub crc: u32,
 }
 
-/// The appending half of a writer's segment log (one per home and process).
-pub(super) struct Appender {
+/// The segment log of one writer (one per home and process).
+pub(super) struct Segments {
     dir: PathBuf,
     active: Option<Active>,
+    readers: HashMap<String, File>,
     /// Bodies staged for the next flush, in order, starting at `active.len`.
     staged: Vec<u8>,
-    /// Segments this appender stopped using, still locked: their rows may
-    /// not have committed yet.
-    released: Vec<File>,
     roll_bytes: u64,
-}
-
-/// The reading half: bodies back, and old segments removed.
-pub(super) struct Reader {
-    dir: PathBuf,
-    readers: HashMap<String, File>,
 }
 
 /// The segment this writer appends to, locked while it is active.
@@ -90,42 +76,38 @@ struct Active {
     created: Instant,
 }
 
-/// The segment log in `home`; creates its folder (0700) when missing.
-pub(super) fn open(home: &Path) -> Result<(Appender, Reader)> {
-    let dir = home.join(SEGMENT_DIR);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| io_error("creating", &dir, &e))?;
-    let appender = Appender {
-        dir: dir.clone(),
-        active: None,
-        staged: Vec::new(),
-        released: Vec::new(),
-        roll_bytes: ROLL_BYTES,
-    };
-    let reader = Reader {
-        dir,
-        readers: HashMap::new(),
-    };
-    Ok((appender, reader))
-}
+impl Segments {
+    /// The segment log in `home`; creates its folder (0700) when missing.
+    pub(super) fn open(home: &Path) -> Result<Segments> {
+        let dir = home.join(SEGMENT_DIR);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io_error("creating", &dir, &e))?;
+        Ok(Segments {
+            dir,
+            active: None,
+            readers: HashMap::new(),
+            staged: Vec::new(),
+            roll_bytes: ROLL_BYTES,
+        })
+    }
 
-impl Appender {
     /// Rolls over at `bytes` instead (tests).
     #[cfg(test)]
-    pub(super) fn roll_at(mut self, bytes: u64) -> Appender {
+    pub(super) fn roll_at(mut self, bytes: u64) -> Segments {
         self.roll_bytes = bytes;
         self
     }
 
-    /// Starts a batch: stops using the active segment once it is full.
+    /// Starts a batch: seals the active segment once it is full (between
+    /// batches, so every body it holds is already committed or garbage).
     pub(super) fn begin(&mut self) {
         let full =
             |a: &Active| a.len >= self.roll_bytes || (a.len > 0 && a.created.elapsed() >= ROLL_AGE);
         if self.active.as_ref().is_some_and(full) {
-            self.release_active();
+            self.seal();
         }
     }
 
@@ -149,7 +131,7 @@ impl Appender {
     }
 
     /// Writes everything staged in one positioned write and syncs it. On
-    /// failure the segment is given up (after a failed fsync the page
+    /// failure the segment is abandoned (after a failed fsync the page
     /// cache's state is unknown) and the next batch starts a new one.
     pub(super) fn flush(&mut self) -> Result<()> {
         if self.staged.is_empty() {
@@ -175,7 +157,7 @@ impl Appender {
                 Ok(())
             }
             Err(e) => {
-                self.release_active();
+                self.active = None;
                 Err(e)
             }
         }
@@ -189,23 +171,84 @@ impl Appender {
         }
     }
 
-    /// The segments this appender stopped using since the last call, still
-    /// locked: close them once the rows of every batch before now committed.
-    pub(super) fn take_released(&mut self) -> Vec<File> {
-        std::mem::take(&mut self.released)
-    }
-
-    /// Everything this appender still holds, the active segment included,
-    /// for its last batch to close after its commit.
-    pub(super) fn into_released(mut self) -> Vec<File> {
-        self.release_active();
-        self.take_released()
-    }
-
-    fn release_active(&mut self) {
-        if let Some(a) = self.active.take() {
-            self.released.push(a.file);
+    /// Reads a body back and checks it against its row.
+    pub(super) fn read(&mut self, at: &BodyRef) -> Result<Vec<u8>> {
+        let lost = |why: String| {
+            Error::DataLoss(format!(
+                "local bus: the body in segment {} at {} ({} bytes) {why}",
+                at.segment, at.offset, at.len
+            ))
+        };
+        if !valid_name(&at.segment) {
+            return Err(lost("names an invalid segment".into()));
         }
+        let len = usize::try_from(at.len).map_err(|_| lost("is too large".into()))?;
+        let mut body = vec![0; len];
+        let read = match &self.active {
+            Some(a) if a.name == at.segment => a.file.read_exact_at(&mut body, at.offset),
+            _ => self
+                .reader(&at.segment)?
+                .read_exact_at(&mut body, at.offset),
+        };
+        read.map_err(|e| lost(format!("cannot be read: {e}")))?;
+        if crc32fast::hash(&body) != at.crc {
+            return Err(lost("does not match its checksum".into()));
+        }
+        Ok(body)
+    }
+
+    fn reader(&mut self, name: &str) -> Result<&File> {
+        if !self.readers.contains_key(name) {
+            if self.readers.len() >= MAX_READERS {
+                self.readers.clear();
+            }
+            let path = self.dir.join(seg_file(name));
+            let file = File::open(&path).map_err(|e| {
+                Error::DataLoss(format!(
+                    "local bus: segment {} is missing or unreadable: {e}",
+                    path.display()
+                ))
+            })?;
+            self.readers.insert(name.to_string(), file);
+        }
+        Ok(&self.readers[name])
+    }
+
+    /// Deletes every segment no row names (`referenced`) that no writer
+    /// holds: sealed ones whose messages are past retention, and a dead
+    /// writer's leftovers. Returns how many files went.
+    pub(super) fn remove_unreferenced(&mut self, referenced: &HashSet<String>) -> Result<usize> {
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| io_error("listing", &self.dir, &e))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            let (name, sealed_name) = match file_name.rsplit_once('.') {
+                Some((n, "seg")) => (n, true),
+                Some((n, "tmp")) => (n, false),
+                _ => continue,
+            };
+            let ours = self.active.as_ref().is_some_and(|a| a.name == name);
+            if !valid_name(name) || ours || (sealed_name && referenced.contains(name)) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            // Held: its writer is alive and may still append. Try next time.
+            if file.try_lock().is_err() {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                self.readers.remove(name);
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A new segment, locked before it is visible under its final name,
@@ -239,84 +282,19 @@ impl Appender {
             created: Instant::now(),
         })
     }
-}
 
-impl Reader {
-    /// Reads a body back and checks it against its row.
-    pub(super) fn read(&mut self, at: &BodyRef) -> Result<Vec<u8>> {
-        let lost = |why: String| {
-            Error::DataLoss(format!(
-                "local bus: the body in segment {} at {} ({} bytes) {why}",
-                at.segment, at.offset, at.len
-            ))
-        };
-        if !valid_name(&at.segment) {
-            return Err(lost("names an invalid segment".into()));
-        }
-        let len = usize::try_from(at.len).map_err(|_| lost("is too large".into()))?;
-        let mut body = vec![0; len];
-        self.file(&at.segment)?
-            .read_exact_at(&mut body, at.offset)
-            .map_err(|e| lost(format!("cannot be read: {e}")))?;
-        if crc32fast::hash(&body) != at.crc {
-            return Err(lost("does not match its checksum".into()));
-        }
-        Ok(body)
-    }
-
-    fn file(&mut self, name: &str) -> Result<&File> {
-        if !self.readers.contains_key(name) {
+    /// Stops appending to the active segment and lets others delete it
+    /// once no row names it.
+    fn seal(&mut self) {
+        if let Some(a) = self.active.take() {
+            // Unlocking cannot fail on a file we locked; if it did, closing
+            // the descriptor (when the reader cache drops it) unlocks too.
+            let _ = a.file.unlock();
             if self.readers.len() >= MAX_READERS {
                 self.readers.clear();
             }
-            let path = self.dir.join(seg_file(name));
-            let file = File::open(&path).map_err(|e| {
-                Error::DataLoss(format!(
-                    "local bus: segment {} is missing or unreadable: {e}",
-                    path.display()
-                ))
-            })?;
-            self.readers.insert(name.to_string(), file);
+            self.readers.insert(a.name, a.file);
         }
-        Ok(&self.readers[name])
-    }
-
-    /// Deletes every segment no row names (`referenced`) that no appender
-    /// holds (this process's own included: the lock is per open file):
-    /// those whose messages are past retention, and a dead writer's
-    /// leftovers. Returns how many files went.
-    pub(super) fn remove_unreferenced(&mut self, referenced: &HashSet<String>) -> Result<usize> {
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|e| io_error("listing", &self.dir, &e))?;
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                continue;
-            };
-            let (name, sealed_name) = match file_name.rsplit_once('.') {
-                Some((n, "seg")) => (n, true),
-                Some((n, "tmp")) => (n, false),
-                _ => continue,
-            };
-            if !valid_name(name) || (sealed_name && referenced.contains(name)) {
-                continue;
-            }
-            let path = entry.path();
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            // Held: its appender is alive and its rows may not have
-            // committed yet. Try next time.
-            if file.try_lock().is_err() {
-                continue;
-            }
-            if std::fs::remove_file(&path).is_ok() {
-                self.readers.remove(name);
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 

@@ -4,8 +4,8 @@
 
 use super::*;
 
-fn log(dir: &Path) -> (Appender, Reader) {
-    open(dir).unwrap()
+fn segments(dir: &Path) -> Segments {
+    Segments::open(dir).unwrap()
 }
 
 fn files(dir: &Path) -> Vec<(String, u64)> {
@@ -23,7 +23,7 @@ fn files(dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
-fn write(s: &mut Appender, bodies: &[&[u8]]) -> Vec<BodyRef> {
+fn write(s: &mut Segments, bodies: &[&[u8]]) -> Vec<BodyRef> {
     s.begin();
     let refs = bodies.iter().map(|b| s.stage(b).unwrap()).collect();
     s.flush().unwrap();
@@ -33,7 +33,7 @@ fn write(s: &mut Appender, bodies: &[&[u8]]) -> Vec<BodyRef> {
 #[test]
 fn bodies_are_written_once_back_to_back_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, mut r) = log(dir.path());
+    let mut s = segments(dir.path());
     let a = vec![b'a'; 8192];
     let b = vec![b'b'; 3000];
     let first = write(&mut s, &[&a, &b]);
@@ -49,23 +49,23 @@ fn bodies_are_written_once_back_to_back_and_read_back() {
         listed,
         vec![(format!("{}.seg", first[0].segment), 8192 + 3000 + 5)]
     );
-    assert_eq!(r.read(&first[1]).unwrap(), b);
-    assert_eq!(r.read(&second[0]).unwrap(), b"third");
+    assert_eq!(s.read(&first[1]).unwrap(), b);
+    assert_eq!(s.read(&second[0]).unwrap(), b"third");
     // Another writer of the same home (another process) reads them too.
-    let (_, mut other) = log(dir.path());
+    let mut other = segments(dir.path());
     assert_eq!(other.read(&first[0]).unwrap(), a);
 }
 
 #[test]
 fn damage_is_data_loss_never_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, _) = log(dir.path());
+    let mut s = segments(dir.path());
     let at = write(&mut s, &[&[7u8; 2048]]).remove(0);
     let path = dir.path().join(SEGMENT_DIR).join(seg_file(&at.segment));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    let (_, mut reader) = log(dir.path());
+    let mut reader = segments(dir.path());
     let e = reader.read(&at).unwrap_err();
     assert!(matches!(e, Error::DataLoss(_)), "{e:?}");
     assert!(e.to_string().contains("checksum"), "{e}");
@@ -96,7 +96,7 @@ fn only_segments_nobody_names_or_holds_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     // A writer that went away (its lock released) left two segments.
     let (kept, gone) = {
-        let mut old = log(dir.path()).0.roll_at(1);
+        let mut old = segments(dir.path()).roll_at(1);
         let kept = write(&mut old, &[b"named by a row"]).remove(0);
         let gone = write(&mut old, &[b"named by nobody"]).remove(0);
         (kept, gone)
@@ -107,7 +107,7 @@ fn only_segments_nobody_names_or_holds_are_removed() {
     );
     // A live writer's segment that no row names yet (its batch is between
     // the flush and the commit).
-    let (mut live, mut live_reader) = log(dir.path());
+    let mut live = segments(dir.path());
     let in_flight = write(&mut live, &[b"about to be committed"]).remove(0);
     // A creation that died between create and rename.
     std::fs::write(
@@ -120,11 +120,8 @@ fn only_segments_nobody_names_or_holds_are_removed() {
     // Not ours: never touched.
     std::fs::write(dir.path().join(SEGMENT_DIR).join("notes.txt"), b"").unwrap();
 
-    let (mut pruner_appender, mut pruner) = log(dir.path());
-    let mine = write(&mut pruner_appender, &[b"the pruner's own"]).remove(0);
-    // A segment its own appender stopped using, whose rows are not yet
-    // committed: released, but not yet closed.
-    let sealed = pruner_appender.into_released();
+    let mut pruner = segments(dir.path());
+    let mine = write(&mut pruner, &[b"the pruner's own"]).remove(0);
     let referenced = HashSet::from([kept.segment.clone()]);
     assert_eq!(pruner.remove_unreferenced(&referenced).unwrap(), 2);
     let names: Vec<String> = files(dir.path()).into_iter().map(|(n, _)| n).collect();
@@ -137,29 +134,22 @@ fn only_segments_nobody_names_or_holds_are_removed() {
     want.sort();
     assert_eq!(names, want);
     assert_eq!(pruner.read(&kept).unwrap(), b"named by a row");
-    assert_eq!(
-        live_reader.read(&in_flight).unwrap(),
-        b"about to be committed"
-    );
+    assert_eq!(live.read(&in_flight).unwrap(), b"about to be committed");
 
-    // Once the live writer goes, its unnamed segment goes too; the
-    // released one goes once it is closed.
+    // Once the live writer goes, its unnamed segment goes too.
     drop(live);
     assert_eq!(pruner.remove_unreferenced(&referenced).unwrap(), 1);
     assert!(pruner.read(&in_flight).is_err());
-    drop(sealed);
-    assert_eq!(pruner.remove_unreferenced(&referenced).unwrap(), 1);
-    assert!(pruner.read(&mine).is_err());
 }
 
 #[test]
 fn a_failed_batch_leaves_nothing_staged() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, mut r) = log(dir.path());
+    let mut s = segments(dir.path());
     s.begin();
     let lost = s.stage(b"never flushed").unwrap();
     s.discard_staged();
     let kept = write(&mut s, &[b"next batch"]).remove(0);
     assert_eq!(kept.offset, lost.offset, "the discarded bytes take no room");
-    assert_eq!(r.read(&kept).unwrap(), b"next batch");
+    assert_eq!(s.read(&kept).unwrap(), b"next batch");
 }

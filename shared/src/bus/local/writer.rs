@@ -12,12 +12,6 @@
 //! A publish's body goes to the segment log first ([`super::segments`]):
 //! the batch's bodies are written and synced before the transaction that
 //! names them begins, so no committed row points at bytes a crash can lose.
-//!
-//! The writer is a pipeline of two threads, so that a batch's two syncs do
-//! not add up: `local-bus-bodies` takes what is queued, writes and syncs
-//! its bodies, and hands the batch to `local-bus-writer`, which commits its
-//! rows (and answers) while the next batch's bodies are being synced.
-//! Batches keep their order; nobody is answered before their rows commit.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -31,7 +25,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpointer;
-use super::segments::{Appender, INLINE_MAX, Reader, Stored};
+use super::segments::{INLINE_MAX, Segments, Stored};
 use crate::local::sqlite_error as db_err;
 use crate::{Error, Result};
 
@@ -41,22 +35,11 @@ const MAX_BATCH: usize = 512;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a writer works on, opened by its bus: its connection, a second one
-/// for checkpoints, and the two halves of the segment log.
+/// for checkpoints, and the segment log.
 pub(super) struct Store {
     pub conn: Connection,
     pub checkpoint: Connection,
-    pub appender: Appender,
-    pub reader: Reader,
-}
-
-/// A batch on its way from the bodies thread to the rows thread.
-struct Staged {
-    batch: Vec<Box<dyn Job>>,
-    /// Whether its bodies are durable.
-    bodies: Result<()>,
-    /// Segments the appender stopped using, to close (unlock) once this
-    /// batch is done: every row naming them is then committed.
-    release: Vec<std::fs::File>,
+    pub segments: Segments,
 }
 
 /// A handle on the writer thread; the thread stops when the last handle drops.
@@ -70,7 +53,7 @@ trait Job: Send {
     /// Bytes this work writes, roughly (batches are bounded by it).
     fn weight(&self) -> usize;
     /// Puts this work's body in the segment log, before the transaction.
-    fn stage(&mut self, _appender: &mut Appender) -> Result<()> {
+    fn stage(&mut self, _segments: &mut Segments) -> Result<()> {
         Ok(())
     }
     fn run(&mut self, db: &Db<'_>);
@@ -78,10 +61,10 @@ trait Job: Send {
 }
 
 /// What work runs on: the transaction's connection (it derefs to it) and
-/// the segment log's reader, for bodies and removing old segments.
+/// the segment log, for reading bodies back and removing old segments.
 pub(super) struct Db<'a> {
     conn: &'a Connection,
-    segments: &'a RefCell<Reader>,
+    segments: &'a RefCell<Segments>,
     /// Segments to keep when unreferenced ones are removed after commit.
     keep_segments: RefCell<Option<HashSet<String>>>,
 }
@@ -178,14 +161,14 @@ where
         self.body.as_ref().map_or(0, Bytes::len)
     }
 
-    fn stage(&mut self, appender: &mut Appender) -> Result<()> {
+    fn stage(&mut self, segments: &mut Segments) -> Result<()> {
         let Some(body) = self.body.take() else {
             return Ok(());
         };
         self.stored = Some(if body.len() <= INLINE_MAX {
             Stored::Inline(body)
         } else {
-            Stored::Segment(appender.stage(&body)?)
+            Stored::Segment(segments.stage(&body)?)
         });
         Ok(())
     }
@@ -272,24 +255,14 @@ impl Writer {
         let Store {
             conn,
             checkpoint,
-            appender,
-            reader,
+            segments,
         } = store;
         let checkpointer = Checkpointer::start(&conn, checkpoint)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn Job>>();
-        // No buffer: while the rows thread commits one batch, the bodies
-        // thread gathers and syncs the next, then waits to hand it over.
-        let (to_rows, staged) = std::sync::mpsc::sync_channel::<Staged>(0);
-        let failed =
-            |e: std::io::Error| Error::Internal(format!("cannot start the local bus writer: {e}"));
         std::thread::Builder::new()
             .name("local-bus-writer".into())
-            .spawn(move || commit_rows(conn, reader, checkpointer, staged))
-            .map_err(failed)?;
-        std::thread::Builder::new()
-            .name("local-bus-bodies".into())
-            .spawn(move || write_bodies(appender, queue, to_rows))
-            .map_err(failed)?;
+            .spawn(move || serve(conn, segments, checkpointer, queue))
+            .map_err(|e| Error::Internal(format!("cannot start the local bus writer: {e}")))?;
         Ok(Writer { jobs })
     }
 
@@ -376,102 +349,56 @@ fn lost() -> Error {
     Error::Internal("local bus: the writer dropped a piece of work unanswered".into())
 }
 
-/// The bodies thread: take what is queued, write and sync its bodies, hand
-/// the batch on; until every handle is gone. Then hand on what it still
-/// holds, so its last segment stays locked until its rows committed.
-fn write_bodies(
-    mut appender: Appender,
-    queue: Receiver<Box<dyn Job>>,
-    to_rows: SyncSender<Staged>,
-) {
-    let mut held: Option<Box<dyn Job>> = None;
-    while let Some(mut batch) = next_batch(&queue, &mut held) {
-        let bodies = stage_bodies(&mut appender, &mut batch);
-        let release = appender.take_released();
-        if let Err(std::sync::mpsc::SendError(lost)) = to_rows.send(Staged {
-            batch,
-            bodies,
-            release,
-        }) {
-            // The rows thread is gone (it panicked): nothing commits any
-            // more, and every caller is told so rather than left waiting.
-            let gone = Err(Error::Unavailable(
-                "the local bus writer has stopped".into(),
-            ));
-            for job in lost.batch {
-                job.finish(&gone);
-            }
-        }
-    }
-    let _ = to_rows.send(Staged {
-        batch: Vec::new(),
-        bodies: Ok(()),
-        release: appender.into_released(),
-    });
-}
-
-/// The next batch: everything queued, within the batch's bounds. None once
-/// every handle is gone.
-fn next_batch(
-    queue: &Receiver<Box<dyn Job>>,
-    held: &mut Option<Box<dyn Job>>,
-) -> Option<Vec<Box<dyn Job>>> {
-    let first = match held.take() {
-        Some(job) => job,
-        None => queue.recv().ok()?,
-    };
-    let mut bytes = first.weight();
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        match queue.try_recv() {
-            Ok(job) if bytes.saturating_add(job.weight()) > MAX_BATCH_BYTES => {
-                *held = Some(job);
-                break;
-            }
-            Ok(job) => {
-                bytes = bytes.saturating_add(job.weight());
-                batch.push(job);
-            }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-        }
-    }
-    Some(batch)
-}
-
-/// The rows thread: run each batch in one transaction, commit, answer
-/// everyone, then let go of the segments it carried.
-fn commit_rows(
+/// The writer thread: take what is queued, run it in one transaction,
+/// commit, answer everyone; until every handle is gone.
+fn serve(
     conn: Connection,
-    reader: Reader,
+    segments: Segments,
     mut checkpointer: Checkpointer,
-    staged: Receiver<Staged>,
+    queue: Receiver<Box<dyn Job>>,
 ) {
-    let reader = RefCell::new(reader);
+    let segments = RefCell::new(segments);
     let db = Db {
         conn: &conn,
-        segments: &reader,
+        segments: &segments,
         keep_segments: RefCell::new(None),
     };
-    while let Ok(Staged {
-        mut batch,
-        bodies,
-        release,
-    }) = staged.recv()
-    {
-        if !batch.is_empty() {
-            let committed = bodies.and_then(|()| run_batch(&db, &mut batch));
-            for job in batch {
-                job.finish(&committed);
-            }
-            if committed.is_ok() {
-                checkpointer.committed(&conn);
+    let mut held: Option<Box<dyn Job>> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut bytes = first.weight();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(job) if bytes.saturating_add(job.weight()) > MAX_BATCH_BYTES => {
+                    held = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    bytes = bytes.saturating_add(job.weight());
+                    batch.push(job);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        drop(release);
+        let committed = run_batch(&db, &mut batch);
+        for job in batch {
+            job.finish(&committed);
+        }
+        if committed.is_ok() {
+            checkpointer.committed(&conn);
+        }
     }
 }
 
 fn run_batch(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    stage_bodies(&mut db.segments.borrow_mut(), batch)?;
     let conn = db.conn;
     statement(conn, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
@@ -496,7 +423,7 @@ fn run_batch(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Result<()> {
 
 /// Housekeeping after a prune committed: a failure only leaves files for
 /// the next prune, so it is logged, never returned.
-fn remove_segments(segments: &mut Reader, keep: &HashSet<String>) {
+fn remove_segments(segments: &mut Segments, keep: &HashSet<String>) {
     match segments.remove_unreferenced(keep) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(segments = n, "local bus removed segments no message names"),
@@ -506,11 +433,11 @@ fn remove_segments(segments: &mut Reader, keep: &HashSet<String>) {
 
 /// Writes and syncs the batch's bodies. If that fails, nothing of the
 /// batch runs: every caller is told, and the bytes are garbage no row names.
-fn stage_bodies(appender: &mut Appender, batch: &mut [Box<dyn Job>]) -> Result<()> {
-    appender.begin();
-    let staged = batch.iter_mut().try_for_each(|job| job.stage(appender));
+fn stage_bodies(segments: &mut Segments, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    segments.begin();
+    let staged = batch.iter_mut().try_for_each(|job| job.stage(segments));
     if staged.is_err() {
-        appender.discard_staged();
+        segments.discard_staged();
     }
-    staged.and_then(|()| appender.flush())
+    staged.and_then(|()| segments.flush())
 }
