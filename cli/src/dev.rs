@@ -455,8 +455,10 @@ pub fn dev_private_key() -> Result<SecretValue, Failure> {
 
 fn print_banner(s: &Stack) {
     let home = s.home.display();
-    // Runnable as printed, whether installed or just built by `cargo run`.
-    let pp = crate::output::program();
+    // Runnable as printed, whether installed or just built by `cargo run`,
+    // and from any folder: the home is named, not left to `./.patchpanda`.
+    let pp = format!("{} {}", home_env(&s.home), crate::output::program());
+    let payload = shell_word(&s.home.join("examples/ping.json").to_string_lossy());
     let see_published = match &s.emulator {
         // The local bus is not in use; the emulator's pull subscription
         // keeps what ingest published.
@@ -475,7 +477,7 @@ fn print_banner(s: &Stack) {
   audit-alerter    http://{}{}{}
 
 Send a signed test delivery (in another terminal):
-  {pp} webhook send --event ping --payload-file {home}/examples/ping.json --url http://{}{}
+  {pp} webhook send --event ping --payload-file {payload} --url http://{}{}
 See what webhook-ingest published:
 {see_published}
 Rotate the webhook secret:
@@ -503,12 +505,58 @@ Ctrl-C stops the stack; a second start reuses the same state.",
     );
 }
 
+/// `PATCHPANDA_HOME=<absolute home>` as one shell word.
+fn home_env(home: &std::path::Path) -> String {
+    let abs = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    format!("PATCHPANDA_HOME={}", shell_word(&abs.to_string_lossy()))
+}
+
+/// `s` as one POSIX shell word: as it is when nothing in it is special,
+/// else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@%:,".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 const PING_EXAMPLE: &str = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"name":"web","active":true,"events":["push","pull_request"],"config":{"content_type":"json","insecure_ssl":"0","url":"http://127.0.0.1:8080/webhook"}},"sender":{"login":"octocat","id":1,"type":"User"}}
 "#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The printed commands name the home, so they run from any folder,
+    /// quoted for the shell when it needs it.
+    #[test]
+    fn printed_commands_name_the_home_as_one_shell_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("home");
+        std::fs::create_dir(&plain).unwrap();
+        let abs = std::fs::canonicalize(&plain).unwrap();
+        assert_eq!(
+            home_env(&plain),
+            format!("PATCHPANDA_HOME={}", abs.display())
+        );
+        let odd = dir.path().join("it's a home");
+        std::fs::create_dir(&odd).unwrap();
+        let shown = home_env(&odd);
+        let abs = std::fs::canonicalize(&odd).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shown} sh -c 'printf %s \"$PATCHPANDA_HOME\"'"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            abs.to_string_lossy()
+        );
+    }
 
     /// The emulator's subscriptions come from pubsub.tf (topology.rs); the
     /// routes they push to must be the functions' own.

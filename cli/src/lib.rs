@@ -3,6 +3,7 @@
 //! ([`commands::run`]), the local stack ([`dev::start`]) and logging; the
 //! rest is the commands' own.
 
+pub(crate) mod announce;
 pub mod commands;
 pub mod context;
 pub mod dev;

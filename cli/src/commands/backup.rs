@@ -132,45 +132,6 @@ fn de_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretValue, D::Er
 /// How long a backup's announcement covers its reads.
 const BACKUP_ANNOUNCEMENT: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Announces the backup's reads (contract 8) so the alerter records a
-/// listed operator's backup at P3 instead of paging every secret read. A
-/// failure to announce does not stop a backup (one may be needed while the
-/// bus is down); the reads then page, as any unannounced read does.
-async fn announce_reads(ctx: &Ctx, secrets: &[patchpanda_shared::secrets::Secret]) {
-    let until = Utc::now() + BACKUP_ANNOUNCEMENT;
-    let bus = match ctx.backends().await {
-        Ok(b) => b.bus.clone(),
-        Err(e) => {
-            eprintln!(
-                "warning: backup not announced ({}); its reads will page",
-                e.0
-            );
-            return;
-        }
-    };
-    for s in secrets {
-        let logical = ctx.logical(&s.id).to_string();
-        let n = patchpanda_shared::notice::RotationNotice::announced(
-            &logical,
-            &ctx.config.principal,
-            until,
-            format!("patchpanda backup reads every enabled version of {logical}"),
-        );
-        if let Err(e) = bus
-            .publish(
-                patchpanda_shared::names::TOPIC_ROTATION_EVENTS,
-                n.to_message(),
-            )
-            .await
-        {
-            eprintln!("warning: backup of {logical} not announced ({e}); its reads will page");
-        }
-    }
-    // The notices and the reads' audit entries reach the alerter on
-    // different subscriptions: give the notices a head start.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-}
-
 pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
     if a.out.exists() && !a.force {
         return Err(Failure(format!(
@@ -189,7 +150,14 @@ pub async fn backup(ctx: &Ctx, a: BackupArgs) -> Outcome {
         .into_iter()
         .filter(|s| s.id.starts_with(&ctx.config.secret_prefix))
         .collect();
-    announce_reads(ctx, &secrets).await;
+    let logical: Vec<String> = secrets
+        .iter()
+        .map(|s| ctx.logical(&s.id).to_string())
+        .collect();
+    crate::announce::announce_reads(ctx, "backup", &logical, BACKUP_ANNOUNCEMENT, |name| {
+        format!("patchpanda backup reads every enabled version of {name}")
+    })
+    .await;
     for secret in secrets {
         let enabled: Vec<_> = b
             .secrets

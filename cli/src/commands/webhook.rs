@@ -79,6 +79,9 @@ fn sign(a: SignArgs) -> Outcome {
     Ok(())
 }
 
+/// How long `webhook send`'s announcement covers its read.
+const SEND_ANNOUNCEMENT: chrono::Duration = chrono::Duration::minutes(2);
+
 async fn send(ctx: &Ctx, a: SendArgs) -> Outcome {
     let payload = read_payload(&a.payload_file)?;
     if serde_json::from_slice::<serde_json::Value>(&payload).is_err() {
@@ -87,6 +90,14 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Outcome {
             a.payload_file.display()
         )));
     }
+    crate::announce::announce_reads(
+        ctx,
+        "webhook send",
+        &[names::WEBHOOK_SECRET.to_string()],
+        SEND_ANNOUNCEMENT,
+        |name| format!("patchpanda webhook send reads the current {name} to sign a test delivery"),
+    )
+    .await;
     let store = &ctx.backends().await?.secrets;
     let secret = store
         .access(

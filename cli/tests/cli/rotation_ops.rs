@@ -17,7 +17,7 @@ fn status_of(sb: &Sandbox, name: &str) -> Value {
 }
 
 /// The rotation topic's notices on the local bus, oldest first.
-fn notices(sb: &Sandbox) -> Vec<Value> {
+pub(super) fn notices(sb: &Sandbox) -> Vec<Value> {
     let out = sb
         .pp()
         .run(&["bus", "messages", "patchpanda-rotation-events", "--json"])

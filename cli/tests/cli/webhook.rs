@@ -86,6 +86,7 @@ fn webhook_sign_matches_githubs_test_vector() {
 fn webhook_send_signs_with_the_current_secret() {
     let sb = Sandbox::new();
     seeded(&sb, &sb.home(), b"send-secret-value", b"k");
+    let before = super::rotation_ops::notices(&sb).len();
     let ingest = MiniServer::start(202, "accepted");
     let payload = format!("{FIXTURES}/ping.json");
     let body = std::fs::read(&payload).expect("fixture");
@@ -106,6 +107,14 @@ fn webhook_send_signs_with_the_current_secret() {
         .ok();
     assert!(r.stdout().starts_with("202"), "{}", r.stdout());
     assert!(!r.stdout().contains("send-secret-value"));
+    // The operator's read of the secret was announced first, so the
+    // alerter records it instead of paging (make run's first command).
+    let n = super::rotation_ops::notices(&sb);
+    let announced = n[before..]
+        .iter()
+        .find(|v| v["event"] == "announced" && v["secret"] == "webhook-secret")
+        .unwrap_or_else(|| panic!("no announcement: {n:?}"));
+    assert!(announced["until"].is_string(), "{announced}");
     let seen = ingest.seen();
     assert_eq!(seen.len(), 1);
     let req = &seen[0];
