@@ -182,7 +182,11 @@ impl Segments {
         if !valid_name(&at.segment) {
             return Err(lost("names an invalid segment".into()));
         }
-        let len = usize::try_from(at.len).map_err(|_| lost("is too large".into()))?;
+        // A row says how much to allocate: never more than a message can hold.
+        let len = usize::try_from(at.len)
+            .ok()
+            .filter(|&n| n <= super::validate::MAX_MESSAGE_BYTES)
+            .ok_or_else(|| lost("is larger than any message".into()))?;
         let mut body = vec![0; len];
         let read = match &self.active {
             Some(a) if a.name == at.segment => a.file.read_exact_at(&mut body, at.offset),

@@ -70,6 +70,13 @@ fn damage_is_data_loss_never_wrong_bytes() {
     assert!(matches!(e, Error::DataLoss(_)), "{e:?}");
     assert!(e.to_string().contains("checksum"), "{e}");
 
+    // A damaged row asking for more than any message holds allocates nothing.
+    let huge = BodyRef {
+        len: u64::MAX,
+        ..at.clone()
+    };
+    let e = reader.read(&huge).unwrap_err();
+    assert!(e.to_string().contains("larger than any message"), "{e}");
     let short = BodyRef {
         len: at.len + 1,
         ..at.clone()
