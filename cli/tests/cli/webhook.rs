@@ -82,6 +82,19 @@ fn webhook_sign_matches_githubs_test_vector() {
     assert!(!sb.home().exists(), "signing needs no local state");
 }
 
+/// `patchpanda webhook send --event ping` of `payload` to `url`.
+fn send(sb: &Sandbox, payload: &std::ffi::OsStr, url: &str, extra: &[&str]) -> Run {
+    let mut args: Vec<&std::ffi::OsStr> = ["webhook", "send", "--event", "ping", "--payload-file"]
+        .iter()
+        .map(|a| a.as_ref())
+        .collect();
+    args.push(payload);
+    args.push("--url".as_ref());
+    args.push(url.as_ref());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    sb.pp().run(&args)
+}
+
 #[test]
 fn webhook_send_signs_with_the_current_secret() {
     let sb = Sandbox::new();
@@ -90,21 +103,13 @@ fn webhook_send_signs_with_the_current_secret() {
     let ingest = MiniServer::start(202, "accepted");
     let payload = format!("{FIXTURES}/ping.json");
     let body = std::fs::read(&payload).expect("fixture");
-    let r = sb
-        .pp()
-        .run(&[
-            "webhook",
-            "send",
-            "--event",
-            "ping",
-            "--payload-file",
-            &payload,
-            "--url",
-            &ingest.url("/webhook"),
-            "--delivery",
-            "d-1",
-        ])
-        .ok();
+    let r = send(
+        &sb,
+        payload.as_ref(),
+        &ingest.url("/webhook"),
+        &["--delivery", "d-1"],
+    )
+    .ok();
     assert!(r.stdout().starts_with("202"), "{}", r.stdout());
     assert!(!r.stdout().contains("send-secret-value"));
     // The operator's read of the secret was announced first, so the
@@ -144,32 +149,9 @@ fn webhook_send_signs_with_the_current_secret() {
 
     // A refusal is a failure; a non-JSON payload is refused before sending.
     let refusing = MiniServer::start(401, "bad signature");
-    let line = sb
-        .pp()
-        .run(&[
-            "webhook",
-            "send",
-            "--event",
-            "ping",
-            "--payload-file",
-            &payload,
-            "--url",
-            &refusing.url("/webhook"),
-        ])
-        .fails_one_line();
+    let line = send(&sb, payload.as_ref(), &refusing.url("/webhook"), &[]).fails_one_line();
     assert!(line.contains("401"), "{line}");
     let junk = sb.file("junk.txt", b"not json");
-    sb.pp()
-        .run(&[
-            "webhook".as_ref(),
-            "send".as_ref(),
-            "--event".as_ref(),
-            "ping".as_ref(),
-            "--payload-file".as_ref(),
-            junk.as_os_str(),
-            "--url".as_ref(),
-            ingest.url("/webhook").as_ref(),
-        ])
-        .fails_one_line();
+    send(&sb, junk.as_os_str(), &ingest.url("/webhook"), &[]).fails_one_line();
     assert_eq!(ingest.seen().len(), 1, "nothing sent for a bad payload");
 }
